@@ -1,0 +1,91 @@
+"""Drop path: zero a whole operation output for random samples of a batch."""
+
+import keras
+import tensorflow as tf
+
+
+class DropPath(keras.layers.Layer):
+    """Drops its input for each sample with probability `rate` during training.
+
+    Kept samples are scaled by 1 / (1 - rate), so the expected output equals
+    the input. The rate is a non-trainable weight rather than a constructor
+    constant, so a training loop can raise it every epoch (see
+    `set_drop_path_rate`) without rebuilding or retracing the model, and it is
+    saved in checkpoints. With `training` false the layer returns its input.
+
+    Args:
+      initial_rate: the drop probability until it is changed, in [0, 1).
+      seed: integer seed of the random drop decisions. Replicas of a
+        distributed model fold in their replica index, so they draw different
+        decisions.
+    """
+
+    def __init__(self, initial_rate=0.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        _check_rate(initial_rate)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"`seed` must be an integer, received: {seed!r}")
+        self.initial_rate = float(initial_rate)
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.rate = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_rate),
+            trainable=False, name="rate",
+        )
+        # A call counter: with the seed and the replica index it forms the
+        # stateless seed of each call. Every replica increments its own copy
+        # and the copies stay equal, so the first replica's value is kept.
+        self.counter = self.add_weight(
+            shape=(), dtype="int32", initializer="zeros", trainable=False,
+            aggregation="only_first_replica", name="counter",
+        )
+        self.built = True
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        counter = tf.identity(self.counter.value)
+        self.counter.assign_add(1)
+        seed = tf.stack([tf.cast(self.seed, tf.int32) + tf.cast(replica_id, tf.int32),
+                         counter])
+        keep_prob = 1.0 - tf.cast(self.rate, x.dtype)
+        mask_shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)],
+                               axis=0)
+        noise = tf.random.stateless_uniform(mask_shape, seed, dtype=x.dtype)
+        # Uniform draws lie in [0, 1), so a rate of 0 keeps every sample.
+        keep = tf.cast(noise < keep_prob, x.dtype)
+        return x * keep / keep_prob
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initial_rate=self.initial_rate, seed=self.seed)
+        return config
+
+
+def _check_rate(rate):
+    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"Drop path rate must be in [0, 1), received: {rate!r}")
+
+
+def drop_path_layers(model):
+    """Returns every `DropPath` layer of a functional model."""
+    return [layer for layer in model.layers if isinstance(layer, DropPath)]
+
+
+def set_drop_path_rate(model, rate):
+    """Sets the drop probability of every `DropPath` layer of `model`.
+
+    Call it outside `tf.function`, in cross-replica context.
+
+    Raises:
+      ValueError: if `rate` is not in [0, 1).
+    """
+    _check_rate(rate)
+    for layer in drop_path_layers(model):
+        layer.rate.assign(rate)

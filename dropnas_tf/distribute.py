@@ -1,0 +1,69 @@
+"""Distribution strategies from flags, and logical CPU replicas for testing."""
+
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def split_cpu(num_replicas):
+    """Splits the host CPU into `num_replicas` logical devices.
+
+    Must run before TensorFlow initializes its devices (before the first op).
+    Lets `mirrored` run on a machine without accelerators.
+    """
+    if num_replicas <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas
+    )
+
+
+def make_strategy(name, num_gpus=0, cpu_replicas=1, tpu=None, tpu_zone=None,
+                  gcp_project=None):
+    """Builds the `tf.distribute` strategy called `name`.
+
+    Args:
+      name: one of `STRATEGIES`.
+      num_gpus: for "mirrored", how many local GPUs to use (0 uses all).
+      cpu_replicas: for "mirrored" on a machine without GPUs, the number of
+        logical CPU devices to mirror over (see `split_cpu`).
+      tpu: TPU name or grpc address; "" or "local" on a TPU VM.
+      tpu_zone, gcp_project: where to find a named TPU.
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            devices = [d.name for d in gpus[: num_gpus or len(gpus)]]
+        else:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            devices = devices[: max(cpu_replicas, 1)]
+        logging.info("Mirrored strategy over %s", ", ".join(devices))
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=tpu if tpu not in (None, "local") else "",
+            zone=tpu_zone, project=gcp_project,
+        )
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(
+        f"Unknown --strategy={name!r}. Use one of: {', '.join(STRATEGIES)}."
+    )
+
+
+def accelerator_present(strategy_name):
+    """Returns whether the run will use a TPU or a GPU (the XLA default)."""
+    return strategy_name == "tpu" or bool(tf.config.list_physical_devices("GPU"))

@@ -1,0 +1,208 @@
+"""The DropNAS search step: one-level update of weights and alpha.
+
+One step, on one mini-batch, for weights w and architecture alpha together:
+
+1. Draw the grouped masks from (seed, global step) and record every edge's
+   kept share rho.
+2. Forward, cross-entropy, gradients, all-reduced over replicas. Clip w's
+   gradients to a global norm; SGD step on w; Adam step on alpha (skipped in
+   warm-up).
+3. Partial decay, as a second step through the same optimizers: L2 gradient
+   on the w tensors whose operation was kept (and on those outside the mixed
+   edges) and on the alpha entries of kept operations.
+4. Alpha adjustment: on every edge that dropped an operation, shift the kept
+   alphas so that their share of the edge is rho again.
+
+The step runs in replica context under any `tf.distribute` strategy: masks
+depend only on (seed, step), and every update uses all-reduced gradients, so
+mirrored variables stay identical.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from dropnas_tf import optimizers
+from dropnas_tf.search import dropout
+from dropnas_tf.search.network import NORMAL, REDUCE
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Hyperparameters of the search step (reference CIFAR-10 defaults).
+
+    Attributes:
+      steps_per_epoch: steps in one pass over the training images.
+      epochs: search epochs; the weight learning rate follows a cosine over them.
+      warmup_epochs: epochs without dropout and with alpha frozen.
+      weight_lr_max, weight_lr_min: cosine learning-rate range for w, set per
+        epoch as in the reference (PyTorch's CosineAnnealingLR).
+      momentum: SGD momentum for w.
+      weight_decay: L2 coefficient on w.
+      grad_clip: global-norm clip of w's gradient.
+      alpha_lr, alpha_beta_1, alpha_beta_2: Adam settings for alpha.
+      alpha_decay: L2 coefficient on alpha.
+      drop_rate_param, drop_rate_nonparam: probability r that a whole group
+        is dropped before the redraw, for the parameterized and the
+        non-parameterized group.
+      method: "dropnas", or "darts" for one-level DARTS (no dropout, no
+        adjustment, decay on every weight and alpha).
+      seed: seeds the masks.
+    """
+
+    steps_per_epoch: int
+    epochs: int = 76
+    warmup_epochs: int = 0
+    weight_lr_max: float = 0.0375
+    weight_lr_min: float = 0.0015
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 3.0
+    alpha_lr: float = 3e-4
+    alpha_beta_1: float = 0.5
+    alpha_beta_2: float = 0.999
+    alpha_decay: float = 1e-3
+    drop_rate_param: float = 3e-5
+    drop_rate_nonparam: float = 3e-5
+    method: str = "dropnas"
+    seed: int = 2
+
+
+class SearchStep:
+    """Owns the optimizers and the global step, and runs one search step.
+
+    Create it inside the strategy's scope, after the network's variables exist.
+
+    Args:
+      network: a built `SearchNetwork`.
+      config: a `StepConfig`.
+      global_batch_size: examples per step over all replicas.
+    """
+
+    def __init__(self, network, config, global_batch_size):
+        if config.method not in ("dropnas", "darts"):
+            raise ValueError(
+                f"`method` must be 'dropnas' or 'darts', received: {config.method!r}")
+        self.network = network
+        self.config = config
+        self.global_batch_size = global_batch_size
+        self.global_step = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+        self.weight_optimizer = optimizers.SGD(
+            learning_rate=self.weight_learning_rate, momentum=config.momentum,
+            name="weight_optimizer")
+        # PyTorch's Adam epsilon, which the reference uses.
+        self.alpha_optimizer = optimizers.Adam(
+            learning_rate=config.alpha_lr, beta_1=config.alpha_beta_1,
+            beta_2=config.alpha_beta_2, epsilon=1e-8, name="alpha_optimizer")
+        self.weight_optimizer.build(network.weight_variables)
+        self.alpha_optimizer.build(network.alpha_variables)
+
+        space = network.space
+        rate_param = config.drop_rate_param if config.method == "dropnas" else 0.0
+        rate_nonparam = config.drop_rate_nonparam if config.method == "dropnas" else 0.0
+        self.drop_probabilities = dropout.operation_drop_probabilities(
+            space, rate_param, rate_nonparam)
+        self.membership = dropout.group_membership(space)
+        self._participation = network.weight_participation()
+
+    def epoch_of(self, step):
+        return step // self.config.steps_per_epoch
+
+    def weight_learning_rate(self):
+        """Returns the cosine learning rate of the current epoch (float32 tensor)."""
+        config = self.config
+        epoch = tf.cast(self.epoch_of(self.global_step), tf.float32)
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * epoch / max(config.epochs, 1)))
+        return config.weight_lr_min + (config.weight_lr_max - config.weight_lr_min) * cosine
+
+    def masks(self, step, warmup):
+        """Returns the [2, num_edges, num_operations] keep masks of `step`."""
+        shape = (2, self.network.num_edges, self.network.space.num_operations)
+        if warmup or not self.drop_probabilities.any():
+            return tf.ones(shape)
+        return dropout.grouped_masks(
+            self.config.seed, step, self.drop_probabilities, self.membership,
+            self.network.num_edges)
+
+    def partial_decay_gradients(self, masks):
+        """Returns the L2 decay gradient of every weight, zero where dropped.
+
+        Weights of a candidate operation decay only when the mask keeps that
+        operation; all other weights decay at every step. One-level DARTS
+        decays every weight.
+        """
+        gradients = []
+        for variable, owner in zip(self.network.weight_variables, self._participation):
+            gradient = self.config.weight_decay * variable
+            if owner is not None and self.config.method == "dropnas":
+                gradient = gradient * tf.cast(masks[owner], variable.dtype)
+            gradients.append(gradient)
+        return gradients
+
+    def __call__(self, images, labels, warmup=False):
+        """Runs one step in replica context.
+
+        Args:
+          images: this replica's float images [batch, H, W, 3], normalized.
+          labels: int32 [batch].
+          warmup: a Python bool; True freezes alpha and disables dropout.
+
+        Returns:
+          A dict of this replica's sums: loss (scaled by the global batch),
+          correct predictions, and the masks' kept fractions and shares.
+        """
+        network = self.network
+        context = tf.distribute.get_replica_context()
+        step = self.global_step.read_value()
+        masks = self.masks(step, warmup)
+        alpha_before = tf.stack([tf.convert_to_tensor(a) for a in network.alpha_variables])
+        rho = dropout.kept_share(alpha_before, masks)
+
+        weights = network.weight_variables
+        alphas = network.alpha_variables
+        with tf.GradientTape() as tape:
+            logits = network((images, masks), training=True)
+            per_example = tf.keras.losses.sparse_categorical_crossentropy(
+                labels, tf.cast(logits, tf.float32), from_logits=True)
+            loss = tf.reduce_sum(per_example) / self.global_batch_size
+        gradients = tape.gradient(loss, weights + alphas)
+        # Eagerly, the weights of dropped operations have no gradient at all.
+        gradients = [tf.zeros_like(v) if g is None else g
+                     for g, v in zip(gradients, weights + alphas)]
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        weight_gradients, alpha_gradients = gradients[:len(weights)], gradients[len(weights):]
+
+        weight_gradients, _ = tf.clip_by_global_norm(weight_gradients, self.config.grad_clip)
+        self.weight_optimizer.apply(weight_gradients, weights)
+        if not warmup:
+            self.alpha_optimizer.apply(alpha_gradients, alphas)
+
+        decay_gradients, _ = tf.clip_by_global_norm(
+            self.partial_decay_gradients(masks), self.config.grad_clip)
+        self.weight_optimizer.apply(decay_gradients, weights)
+        if not warmup:
+            alpha_decay = [self.config.alpha_decay * tf.convert_to_tensor(a) for a in alphas]
+            if self.config.method == "dropnas":
+                alpha_decay = [alpha_decay[NORMAL] * masks[NORMAL],
+                               alpha_decay[REDUCE] * masks[REDUCE]]
+            self.alpha_optimizer.apply(alpha_decay, alphas)
+            if self.config.method == "dropnas":
+                for index, alpha in enumerate(alphas):
+                    alpha.assign(dropout.adjust_alpha(
+                        alpha_before[index], tf.convert_to_tensor(alpha), masks[index]))
+
+        self.global_step.assign_add(1)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        kept = dropout.kept_fraction(masks, self.membership)
+        return {
+            "loss": loss,
+            "correct": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)),
+            "examples": tf.cast(tf.shape(labels)[0], tf.float32),
+            "kept_fraction_param": kept[0],
+            "kept_fraction_nonparam": kept[1],
+            "kept_share": tf.reduce_mean(rho),
+        }
