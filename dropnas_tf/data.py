@@ -9,6 +9,7 @@ the same data order by skipping the elements it has already consumed.
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,7 @@ from dropnas_tf import errors
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TFDS_DATASETS = ("cifar10", "cifar100", "imagenet2012")
 DATASETS = TFDS_DATASETS + ("image_folder",)
+SPLITS = ("train", "test", "holdout")
 
 # Per-channel mean and standard deviation of the training images, in [0, 1].
 NORMALIZATION = {
@@ -42,12 +44,42 @@ class Split:
       num_examples: the number of pairs.
       num_classes: the number of classes of the data set.
       class_names: class names in label order.
+      paths: the image files in dataset order, for image folders (else
+        None), so that a decoding error can name its file.
     """
 
     dataset: tf.data.Dataset
     num_examples: int
     num_classes: int
     class_names: tuple
+    paths: tuple = None
+
+
+def image_shape(split):
+    """Returns the static (height, width, 3) of a split's images."""
+    shape = split.dataset.element_spec[0].shape
+    if shape.is_fully_defined():
+        return tuple(shape)
+    return tuple(next(iter(split.dataset.take(1)))[0].shape)
+
+
+def find_unreadable_image(split):
+    """Returns a message naming the first image of `split` that fails to decode.
+
+    Returns None when every image decodes or the split has no file list. Used
+    after the input pipeline raised, because TensorFlow's decoding errors do
+    not name the file.
+    """
+    for path in split.paths or ():
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+            reason = error.message.splitlines()[0] if error.message else type(error).__name__
+            # Drop TensorFlow's "{{function_node ...}}" prefix, which names no file.
+            reason = re.sub(r"^\{\{[^}]*\}\}\s*", "", reason)
+            return (f"Cannot read image {path}: {reason}. Remove or replace the file, "
+                    "then rerun.")
+    return None
 
 
 def normalization_for(dataset_name):
@@ -56,14 +88,15 @@ def normalization_for(dataset_name):
 
 
 def load_split(dataset_name, data_dir, split, max_examples=None, image_size=None,
-               download=False):
+               download=False, holdout_examples=0):
     """Reads one split.
 
     Args:
       dataset_name: a TFDS name from `TFDS_DATASETS`, or "image_folder".
       data_dir: the TFDS data directory, or the image-folder root holding
         `train/` and `test/` with one subfolder per class.
-      split: "train" or "test".
+      split: "train", "test", or "holdout": `holdout_examples` training
+        images that "train" then leaves out, for validation during tuning.
       max_examples: keep only this many examples (None keeps all). For image
         folders they are drawn by a fixed-seed permutation of the file list,
         so every class is represented.
@@ -71,15 +104,21 @@ def load_split(dataset_name, data_dir, split, max_examples=None, image_size=None
         None keeps the stored size; image folders then take the size of their
         first image.
       download: let TFDS download and prepare the data set if it is missing.
+      holdout_examples: training images set aside as the "holdout" split.
 
     Raises:
       DataError: naming the missing directory, split or data set.
     """
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
+    if split == "holdout" and not holdout_examples:
+        raise DataError("The holdout split needs --holdout_examples above 0.")
     if dataset_name == "image_folder":
-        return _image_folder_split(data_dir, split, max_examples, image_size)
+        return _image_folder_split(data_dir, split, max_examples, image_size,
+                                   holdout_examples)
     if dataset_name in TFDS_DATASETS:
         return _tfds_split(dataset_name, data_dir, split, max_examples, image_size,
-                           download)
+                           download, holdout_examples)
     raise DataError(
         f"Unknown --dataset={dataset_name!r}. Use one of: {', '.join(DATASETS)}."
     )
@@ -102,14 +141,15 @@ def list_classes(root, split):
     return classes
 
 
-def _image_folder_split(root, split, max_examples, image_size):
+def _image_folder_split(root, split, max_examples, image_size, holdout_examples):
     if not root or not tf.io.gfile.isdir(root):
         raise DataError(
             f"--data_dir={root!r} is not a directory. For --dataset=image_folder "
             "point it at a folder holding train/ and test/."
         )
-    classes = list_classes(root, split)
-    if split != "train":
+    folder_split = "test" if split == "test" else "train"
+    classes = list_classes(root, folder_split)
+    if folder_split != "train":
         train_classes = list_classes(root, "train")
         if classes != train_classes:
             raise DataError(
@@ -118,7 +158,7 @@ def _image_folder_split(root, split, max_examples, image_size):
             )
     paths, labels = [], []
     for label, name in enumerate(classes):
-        folder = os.path.join(root, split, name)
+        folder = os.path.join(root, folder_split, name)
         files = sorted(
             f for f in tf.io.gfile.listdir(folder)
             if f.lower().endswith(IMAGE_EXTENSIONS)
@@ -126,21 +166,33 @@ def _image_folder_split(root, split, max_examples, image_size):
         paths.extend(os.path.join(folder, f) for f in files)
         labels.extend([label] * len(files))
     if not paths:
-        raise DataError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/{split}.")
+        raise DataError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/{folder_split}.")
 
     order = np.random.default_rng(0).permutation(len(paths))
+    if folder_split == "train" and holdout_examples:
+        if holdout_examples >= len(order):
+            raise DataError(
+                f"--holdout_examples={holdout_examples} leaves no training images "
+                f"out of {len(order)}; lower it.")
+        order = order[-holdout_examples:] if split == "holdout" else order[:-holdout_examples]
     if max_examples:
         order = order[:max_examples]
     paths = [paths[i] for i in order]
     labels = np.asarray(labels, np.int32)[order]
 
     if not image_size:
-        first = tf.io.decode_image(tf.io.read_file(paths[0]), channels=3,
-                                   expand_animations=False)
+        try:
+            first = tf.io.decode_image(tf.io.read_file(paths[0]), channels=3,
+                                       expand_animations=False)
+        except tf.errors.InvalidArgumentError as error:
+            raise DataError(f"Cannot read image {paths[0]}: {error.message}") from None
         if first.shape[0] != first.shape[1]:
             raise DataError(
-                f"{paths[0]} is {first.shape[1]}x{first.shape[0]}; images that are "
-                "not square need --image_size to set the size they are resized to.")
+                f"{paths[0]} is {first.shape[1]}x{first.shape[0]} pixels. Without a "
+                "target size, image folders must hold square images, which are "
+                "resized to the size of the first one; resize the images, or pass "
+                "--image_size to dropnas_tf.train.")
         image_size = int(first.shape[0])
 
     def decode(path, label):
@@ -151,7 +203,7 @@ def _image_folder_split(root, split, max_examples, image_size):
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(dataset, len(paths), len(classes), tuple(classes))
+    return Split(dataset, len(paths), len(classes), tuple(classes), tuple(paths))
 
 
 def _resize_if_needed(image, size):
@@ -167,12 +219,22 @@ def _resize_if_needed(image, size):
     return tf.ensure_shape(image, [size, size, 3])
 
 
-def _tfds_split(name, data_dir, split, max_examples, image_size, download):
+def _tfds_split(name, data_dir, split, max_examples, image_size, download,
+                holdout_examples):
     import tensorflow_datasets as tfds  # Imported here: it is slow to import.
 
-    tfds_split = "validation" if name == "imagenet2012" and split == "test" else split
-    if max_examples:
-        tfds_split = f"{tfds_split}[:{max_examples}]"
+    if split == "test":
+        tfds_split = "validation" if name == "imagenet2012" else "test"
+        if max_examples:
+            tfds_split = f"{tfds_split}[:{max_examples}]"
+    elif split == "holdout":
+        tfds_split = f"train[-{holdout_examples}:]"
+    elif max_examples:
+        tfds_split = f"train[:{max_examples}]"
+    elif holdout_examples:
+        tfds_split = f"train[:-{holdout_examples}]"
+    else:
+        tfds_split = "train"
     try:
         dataset, info = tfds.load(
             name, split=tfds_split, data_dir=data_dir, as_supervised=True,
@@ -186,6 +248,11 @@ def _tfds_split(name, data_dir, split, max_examples, image_size, download):
             "or use --dataset=image_folder."
         ) from None
     num_examples = info.splits[tfds_split].num_examples
+    total = info.splits["train"].num_examples
+    if split == "train" and holdout_examples and (max_examples or 0) > total - holdout_examples:
+        raise DataError(
+            f"--train_examples={max_examples} overlaps the {holdout_examples} held-out "
+            f"images at the end of the {total} training images; lower one of them.")
     num_classes = info.features["label"].num_classes
     names = tuple(info.features["label"].names)
 

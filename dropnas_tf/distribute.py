@@ -67,3 +67,23 @@ def make_strategy(name, num_gpus=0, cpu_replicas=1, tpu=None, tpu_zone=None,
 def accelerator_present(strategy_name):
     """Returns whether the run will use a TPU or a GPU (the XLA default)."""
     return strategy_name == "tpu" or bool(tf.config.list_physical_devices("GPU"))
+
+
+def worker_output_dir(strategy, model_dir):
+    """Returns where this worker writes its outputs.
+
+    Under a multi-worker strategy every worker runs the same program; only the
+    chief (task 0 of type "chief", or "worker" 0 without a chief) writes to
+    `model_dir`, the others to a scratch folder inside it, so that files are
+    not written twice.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return model_dir
+    task_type, task_id = resolver.task_type, resolver.task_id
+    cluster = resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                     and "chief" not in cluster)
+    if chief:
+        return model_dir
+    return f"{model_dir.rstrip('/')}/workers/{task_type}_{task_id}"

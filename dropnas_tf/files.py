@@ -9,12 +9,12 @@ import tensorflow as tf
 def write_atomic(path, text):
     """Writes `text` to `path` through a temporary file and a rename.
 
-    A crash leaves either the previous file or the new one, never a partial
-    file that a later step would read as valid. Works on any `tf.io.gfile`
-    file system.
+    `text` is a str, or bytes for a binary file such as an image. A crash
+    leaves either the previous file or the new one, never a partial file that
+    a later step would read as valid. Works on any `tf.io.gfile` file system.
     """
     temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as f:
+    with tf.io.gfile.GFile(temporary, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
     tf.io.gfile.rename(temporary, path, overwrite=True)
 

@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from dropnas_tf import data, distribute
+from dropnas_tf import data, distribute, precision
 
 
 def define_data_flags():
@@ -22,6 +22,12 @@ def define_data_flags():
         "Use only this many training images (a fixed-seed, class-mixed subset) "
         "for short runs; 0 uses all.", lower_bound=0)
     flags.DEFINE_integer(
+        "holdout_examples", 0,
+        "Set this many training images (a fixed-seed subset) aside as the "
+        "holdout split: training never sees them, and dropnas_tf.train can "
+        "evaluate on them with --eval_split=holdout (used for tuning).",
+        lower_bound=0)
+    flags.DEFINE_integer(
         "test_examples", 0,
         "Evaluate on only this many test images; 0 uses all.", lower_bound=0)
 
@@ -40,6 +46,12 @@ def define_run_flags():
         "cpu_replicas", 1,
         "Split the CPU into this many logical devices so that "
         "--strategy=mirrored can run without accelerators.", lower_bound=1)
+    flags.DEFINE_bool(
+        "sync_batch_norm", False,
+        "With several replicas, normalize with the statistics of the global "
+        "batch, so that the run computes what one device would. The search "
+        "then computes dropped operations too (masked out), because the "
+        "all-reduce cannot run inside tf.cond.")
     flags.DEFINE_string("tpu", None, "TPU name or address; 'local' on a TPU VM.")
     flags.DEFINE_string("tpu_zone", None, "Zone of the TPU named by --tpu.")
     flags.DEFINE_string("gcp_project", None, "Cloud project of the TPU named by --tpu.")
@@ -48,5 +60,32 @@ def define_run_flags():
         "Train steps per tf.function call; summaries and progress update between "
         "calls.", lower_bound=1)
     flags.DEFINE_bool(
+        "jit_compile", None,
+        "Compile the train step with XLA. Default: on for TPU and GPU, off on "
+        "CPU, where XLA convolutions are slower than the default kernels.")
+    flags.DEFINE_enum(
+        "mixed_precision", "float32", list(precision.POLICIES),
+        "Keras dtype policy. mixed_bfloat16 suits TPUs and CPUs with bfloat16 "
+        "units; mixed_float16 suits GPUs and uses dynamic loss scaling. "
+        "Variables, alpha and the loss stay float32.")
+    flags.DEFINE_integer(
+        "checkpoint_every_steps", 0,
+        "Also checkpoint every this many steps, besides every epoch end "
+        "(0: epoch ends only).", lower_bound=0)
+    flags.DEFINE_bool(
+        "deterministic", False,
+        "Use deterministic op implementations, so that a resumed run matches "
+        "an uninterrupted one bit for bit on CPU. Slower on GPU.")
+    flags.DEFINE_bool(
         "overwrite", False,
-        "Start afresh in --model_dir even if it holds a run with other settings.")
+        "Start afresh in --model_dir, deleting the outputs of an earlier run there "
+        "even if it was made with other settings.")
+
+
+def apply_runtime_flags():
+    """Applies the process-wide settings of the run flags; call it first in main."""
+    import tensorflow as tf  # Imported here so that flag definition stays light.
+
+    distribute.split_cpu(flags.FLAGS.cpu_replicas)
+    if flags.FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()

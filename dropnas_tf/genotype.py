@@ -249,7 +249,7 @@ def resolve(name_or_path):
     return load(name_or_path)
 
 
-def derive(alpha_normal, alpha_reduce, space, num_nodes):
+def derive(alpha_normal, alpha_reduce, space, num_nodes, max_skip_connect=None):
     """Derives a genotype from the architecture matrices.
 
     For every intermediate node, each incoming edge proposes its operation with
@@ -257,15 +257,39 @@ def derive(alpha_normal, alpha_reduce, space, num_nodes):
     is largest are kept. Alphas are compared raw across edges, as in the
     DropNAS reference (DARTS compares softmax weights instead).
 
+    With `max_skip_connect=K`, the normal cell keeps at most K skip
+    connections, following P-DARTS (Chen et al., 2019). Of the edges chosen
+    as above whose operation is skip_connect, the K with the largest alpha
+    keep it. Every other edge whose best operation is skip_connect, chosen or
+    not, proposes its next best operation instead (`none` and skip_connect
+    excluded), and the two strongest edges of each node are selected again.
+    Replaced edges can only lose strength, so the K kept skip connections stay
+    selected, and the cell ends with exactly K whenever the uncapped
+    derivation has K or more. The reduction cell is left uncapped, because
+    P-DARTS restricts only the normal cell, where skip connections pile up.
+
     Args:
       alpha_normal: array [num_edges, num_operations].
       alpha_reduce: array [num_edges, num_operations].
       space: the `SearchSpace` that fixes the column order.
       num_nodes: intermediate nodes per cell.
+      max_skip_connect: None for no cap, or the maximum number of skip
+        connections in the normal cell (an int >= 0).
 
     Returns:
       A `Genotype` that concatenates every intermediate node.
+
+    Raises:
+      ValueError: if an alpha has the wrong shape, `max_skip_connect` is not
+        None or an int >= 0, or an edge has no operation left to replace a
+        skip connection with.
     """
+    if max_skip_connect is not None and (
+            isinstance(max_skip_connect, bool) or not isinstance(max_skip_connect, int)
+            or max_skip_connect < 0):
+        raise ValueError(
+            f"max_skip_connect={max_skip_connect!r} must be None (no cap) or an "
+            "integer >= 0.")
     cells = {}
     for cell_type, alpha in (("normal", alpha_normal), ("reduce", alpha_reduce)):
         alpha = np.asarray(alpha, dtype=np.float64)
@@ -276,18 +300,59 @@ def derive(alpha_normal, alpha_reduce, space, num_nodes):
             )
         candidates = alpha.copy()
         candidates[:, list(space.none_columns)] = -np.inf
-        pairs = []
-        start = 0
-        for node in range(num_nodes):
-            rows = candidates[start: start + node + 2]
-            best_columns = rows.argmax(axis=1)
-            best_values = rows.max(axis=1)
-            # Strongest edge first, as in the reference; ties keep the lower input.
-            chosen = np.argsort(-best_values, kind="stable")[:2]
-            for edge in chosen:
-                pairs.append((space.operations[best_columns[edge]], int(edge)))
-            start += node + 2
+        pairs = _select_edges(candidates, space, num_nodes)
+        if cell_type == "normal" and max_skip_connect is not None:
+            pairs = _cap_skip_connect(candidates, space, num_nodes, pairs,
+                                      max_skip_connect)
         cells[cell_type] = tuple(pairs)
     concat = tuple(range(2, num_nodes + 2))
     return Genotype(normal=cells["normal"], normal_concat=concat,
                     reduce=cells["reduce"], reduce_concat=concat)
+
+
+def _select_edges(candidates, space, num_nodes):
+    """Returns the (operation, input) pairs of the two strongest edges per node."""
+    pairs = []
+    start = 0
+    for node in range(num_nodes):
+        rows = candidates[start: start + node + 2]
+        best_columns = rows.argmax(axis=1)
+        best_values = rows.max(axis=1)
+        # Strongest edge first, as in the reference; ties keep the lower input.
+        chosen = np.argsort(-best_values, kind="stable")[:2]
+        for edge in chosen:
+            pairs.append((space.operations[best_columns[edge]], int(edge)))
+        start += node + 2
+    return pairs
+
+
+def _cap_skip_connect(candidates, space, num_nodes, pairs, max_skip_connect):
+    """Reselects edges so that at most `max_skip_connect` skip connections remain.
+
+    `candidates` is alpha with `none` columns set to -inf, and `pairs` is the
+    uncapped selection from it. See `derive` for the rule.
+    """
+    if sum(op == "skip_connect" for op, _ in pairs) <= max_skip_connect:
+        return pairs
+    skip_columns = [c for c, name in enumerate(space.operations) if name == "skip_connect"]
+    rows_of_node = np.cumsum([0] + [node + 2 for node in range(num_nodes)])
+    best_columns = candidates.argmax(axis=1)
+    best_values = candidates.max(axis=1)
+    chosen_skip_rows = [
+        rows_of_node[position // 2] + index
+        for position, (op, index) in enumerate(pairs) if op == "skip_connect"
+    ]
+    # The strongest skip connections stay, and ties keep the earlier edge.
+    kept_rows = sorted(chosen_skip_rows, key=lambda row: -best_values[row])
+    kept_rows = set(kept_rows[:max_skip_connect])
+    capped = candidates.copy()
+    for row in range(len(candidates)):
+        if row in kept_rows or space.operations[best_columns[row]] != "skip_connect":
+            continue
+        capped[row, skip_columns] = -np.inf
+        if not np.isfinite(capped[row]).any():
+            raise ValueError(
+                f"Edge {row} has no operation besides none and skip_connect, so "
+                f"max_skip_connect={max_skip_connect} cannot be met. Raise it, or "
+                "use a search space with other operations.")
+    return _select_edges(capped, space, num_nodes)

@@ -7,6 +7,8 @@ positions as the reference. Batch normalization uses the reference momentum
 scale and offset, as the search network does.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -22,8 +24,43 @@ def conv_initializer():
     )
 
 
+# Build-time and trace-time settings of `BatchNorm`, set through the context
+# managers below rather than passed through every operation's constructor.
+_SYNCHRONIZED = [False]
+_UPDATE_CONDITIONS = []
+
+
+@contextlib.contextmanager
+def synchronized_batch_norm(enabled=True):
+    """Makes the `BatchNorm` layers built inside the block synchronized."""
+    _SYNCHRONIZED.append(enabled)
+    try:
+        yield
+    finally:
+        _SYNCHRONIZED.pop()
+
+
+def synchronized_batch_norm_enabled():
+    return _SYNCHRONIZED[-1]
+
+
+@contextlib.contextmanager
+def moving_statistics_update_condition(condition):
+    """Lets `BatchNorm` layers called inside the block update their moving
+    statistics only where the boolean tensor `condition` holds.
+
+    The search network uses it for dropped operations that it computes but
+    masks out (see `MixedOp`), so that their statistics stay as they were.
+    """
+    _UPDATE_CONDITIONS.append(condition)
+    try:
+        yield
+    finally:
+        _UPDATE_CONDITIONS.pop()
+
+
 def batch_norm(affine, name=None):
-    return BatchNorm(affine=affine, name=name)
+    return BatchNorm(affine=affine, synchronized=_SYNCHRONIZED[-1], name=name)
 
 
 class BatchNorm(keras.layers.Layer):
@@ -31,7 +68,9 @@ class BatchNorm(keras.layers.Layer):
 
     Behaves like PyTorch's `BatchNorm2d`, which the reference uses: batch
     statistics in training, moving averages of the mean and of the unbiased
-    variance for inference. One fused op (and one gradient op) replaces the
+    variance for inference. With `synchronized` and several replicas in sync,
+    training uses the statistics of the global batch, so a mirrored run
+    computes what a single device would. One fused op (and one gradient op) replaces the
     dozen that `keras.layers.BatchNormalization` emits, which matters in a
     supernet with thousands of normalizations.
 
@@ -39,10 +78,14 @@ class BatchNorm(keras.layers.Layer):
       momentum: moving-average decay (PyTorch's momentum is 1 - momentum).
       epsilon: added to the variance.
       affine: whether to learn a per-channel scale and offset.
+      synchronized: with several replicas in sync, normalize with the
+        statistics of the global batch instead of the replica's.
     """
 
-    def __init__(self, momentum=0.9, epsilon=1e-5, affine=True, **kwargs):
+    def __init__(self, momentum=0.9, epsilon=1e-5, affine=True, synchronized=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.synchronized = synchronized
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), received: {momentum!r}")
         self.momentum = momentum
@@ -71,22 +114,56 @@ class BatchNorm(keras.layers.Layer):
         else:
             scale = tf.ones((channels,), tf.float32)
             offset = tf.zeros((channels,), tf.float32)
-        if training:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, scale, offset, mean=self.moving_mean, variance=self.moving_variance,
-                epsilon=self.epsilon, is_training=True,
-                exponential_avg_factor=1.0 - self.momentum)
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(variance)
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=self.epsilon,
+                is_training=False)
             return y
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        context = tf.distribute.get_replica_context()
+        if self.synchronized and context is not None and context.num_replicas_in_sync > 1:
+            return self._synchronized_call(x, scale, offset, context)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, mean=self.moving_mean, variance=self.moving_variance,
-            epsilon=self.epsilon, is_training=False)
+            epsilon=self.epsilon, is_training=True,
+            exponential_avg_factor=1.0 - self.momentum)
+        self._update_moving(mean, variance)
         return y
+
+    def _update_moving(self, mean, variance):
+        if _UPDATE_CONDITIONS:
+            condition = _UPDATE_CONDITIONS[-1]
+            mean = tf.where(condition, mean, self.moving_mean)
+            variance = tf.where(condition, variance, self.moving_variance)
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance)
+
+    def _synchronized_call(self, x, scale, offset, context):
+        """Normalizes with statistics of the global batch, summed over replicas.
+
+        With several replicas, per-replica statistics would make the result
+        depend on how the batch is split, so every replica uses the mean and
+        variance of the whole global batch, as a single device would.
+        """
+        x32 = tf.cast(x, tf.float32)
+        count = tf.cast(tf.reduce_prod(tf.shape(x32)[:-1]), tf.float32)
+        local = [tf.reduce_sum(x32, axis=[0, 1, 2]),
+                 tf.reduce_sum(tf.square(x32), axis=[0, 1, 2]), count]
+        total, total_squares, total_count = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, local)
+        mean = total / total_count
+        variance = tf.maximum(total_squares / total_count - tf.square(mean), 0.0)
+        unbiased = variance * total_count / tf.maximum(total_count - 1.0, 1.0)
+        decay = 1.0 - self.momentum
+        self._update_moving(self.moving_mean * self.momentum + mean * decay,
+                            self.moving_variance * self.momentum + unbiased * decay)
+        y = tf.nn.batch_normalization(x32, mean, variance, offset, scale, self.epsilon)
+        return tf.cast(y, x.dtype)
 
     def get_config(self):
         config = super().get_config()
-        config.update(momentum=self.momentum, epsilon=self.epsilon, affine=self.affine)
+        config.update(momentum=self.momentum, epsilon=self.epsilon, affine=self.affine,
+                      synchronized=self.synchronized)
         return config
 
 
@@ -147,9 +224,12 @@ class ReLUConvBN(keras.layers.Layer):
 class DilConv(keras.layers.Layer):
     """ReLU, depthwise k x k convolution with dilation, pointwise 1x1, BN.
 
-    Keras rejects a dilated depthwise convolution with stride 2, so at stride 2
-    the layer computes the stride-1 output and keeps every second row and
-    column, which samples the same positions as the strided reference.
+    The depthwise convolution calls TensorFlow's native dilated kernel rather
+    than `keras.layers.DepthwiseConv2D`, whose space-to-batch form of dilation
+    does not compile under XLA inside `tf.cond`. That kernel rejects dilation
+    with stride 2, so at stride 2 the layer computes the stride-1 output and
+    keeps every second row and column, which samples the same positions as
+    the strided reference.
 
     Args:
       channels: output channels.
@@ -171,25 +251,30 @@ class DilConv(keras.layers.Layer):
         self.stride = stride
         self.dilation = dilation
         self.affine = affine
-        self.depthwise = keras.layers.DepthwiseConv2D(
-            kernel_size,
-            strides=stride if dilation == 1 else 1,
-            dilation_rate=dilation,
-            padding="valid",
-            use_bias=False,
-            depthwise_initializer=conv_initializer(),
-            name="depthwise",
-        )
+        # Dilated convolutions always run at stride 1 (see above), where SAME
+        # padding equals the reference's symmetric padding for odd kernels.
+        self.explicit_padding = stride == 2 and dilation == 1
         self.pointwise = keras.layers.Conv2D(
             channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
             name="pointwise",
         )
         self.bn = batch_norm(affine, name="bn")
 
+    def build(self, input_shape):
+        self.depthwise_kernel = self.add_weight(
+            shape=(self.kernel_size, self.kernel_size, input_shape[-1], 1),
+            initializer=conv_initializer(), name="depthwise_kernel")
+
     def call(self, x, training=None):
         x = tf.nn.relu(x)
-        x = symmetric_pad(x, (self.kernel_size - 1) // 2 * self.dilation)
-        x = self.depthwise(x)
+        if self.explicit_padding:
+            x = symmetric_pad(x, (self.kernel_size - 1) // 2)
+        step = self.stride if self.dilation == 1 else 1
+        x = tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=tf.cast(self.depthwise_kernel, x.dtype),
+            strides=[1, step, step, 1],
+            padding="VALID" if self.explicit_padding else "SAME",
+            dilations=[1, self.dilation, self.dilation, 1])
         if self.stride == 2 and self.dilation > 1:
             x = x[:, ::2, ::2, :]
         x = self.pointwise(x)
@@ -265,12 +350,14 @@ class Pool(keras.layers.Layer):
 
     def call(self, x, training=None):
         strides = (1, self.stride, self.stride, 1)
-        if self.kind == "max":
+        if self.stride == 1:
+            # At stride 1, TensorFlow's SAME pooling pads symmetrically and
+            # ignores padded cells, as the reference does.
+            pool = tf.nn.max_pool2d if self.kind == "max" else tf.nn.avg_pool2d
+            y = pool(x, 3, strides, "SAME")
+        elif self.kind == "max":
             padded = symmetric_pad(x, 1, value=float("-inf"))
             y = tf.nn.max_pool2d(padded, 3, strides, "VALID")
-        elif self.stride == 1:
-            # TensorFlow's SAME average pooling already excludes padded cells.
-            y = tf.nn.avg_pool2d(x, 3, strides, "SAME")
         else:
             total = tf.nn.avg_pool2d(symmetric_pad(x, 1), 3, strides, "VALID")
             ones = tf.ones_like(x[:1, :, :, :1])

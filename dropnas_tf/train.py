@@ -29,6 +29,7 @@ from tensorflow.core.framework import summary_pb2
 
 from dropnas_tf import errors
 from dropnas_tf import data, distribute, export, genotype as genotype_lib, optimizers
+from dropnas_tf import ops, precision, run_utils
 from dropnas_tf import flags as shared_flags
 from dropnas_tf.derived import drop_path as drop_path_lib
 from dropnas_tf.derived import network
@@ -48,7 +49,8 @@ SAVED_MODEL_DIR = "saved_model"
 RESUME_INDEPENDENT = frozenset({
     "model_dir", "data_dir", "download", "strategy", "num_gpus", "cpu_replicas",
     "tpu", "tpu_zone", "gcp_project", "steps_per_loop", "overwrite",
-    "eval_batch_size", "export",
+    "eval_batch_size", "export", "jit_compile", "checkpoint_every_steps",
+    "sync_batch_norm",
 })
 
 
@@ -71,6 +73,8 @@ class TrainConfig:
     data_dir: str = None
     download: bool = False
     train_examples: int = 0
+    holdout_examples: int = 0
+    eval_split: str = "test"
     test_examples: int = 0
     image_size: int = 0
     epochs: int = 600
@@ -92,10 +96,14 @@ class TrainConfig:
     strategy: str = "default"
     num_gpus: int = 0
     cpu_replicas: int = 1
+    sync_batch_norm: bool = False
     tpu: str = None
     tpu_zone: str = None
     gcp_project: str = None
     steps_per_loop: int = 10
+    jit_compile: bool = None
+    mixed_precision: str = "float32"
+    checkpoint_every_steps: int = 0
     overwrite: bool = False
     export: bool = True
 
@@ -127,6 +135,9 @@ def validate_config(config):
     for name in non_negative:
         if getattr(config, name) < 0:
             raise ConfigError(f"`{name}` must not be negative, received: {getattr(config, name)}")
+    if config.mixed_precision not in precision.POLICIES:
+        raise ConfigError(f"`mixed_precision` must be one of {precision.POLICIES}, "
+                          f"received: {config.mixed_precision!r}")
     if config.init_channels % 2:
         raise ConfigError(f"`init_channels` must be even, received: {config.init_channels}")
     if not 0.0 <= config.drop_path_prob < 1.0:
@@ -215,7 +226,14 @@ def prepare_model_dir(config, run_config, genotype):
                 tf.io.gfile.remove(path)
     elif tf.io.gfile.exists(config_path):
         with tf.io.gfile.GFile(config_path) as f:
-            previous = json.load(f)
+            try:
+                previous = json.load(f)
+            except json.JSONDecodeError:
+                previous = None
+        if not isinstance(previous, dict) or "train_config" not in previous:
+            raise ConfigError(
+                f"{config_path} is not the settings file of a dropnas_tf.train run. "
+                "Use another --model_dir, or pass --overwrite to replace it.")
         previous_genotype = genotype_lib.load(os.path.join(model_dir, export.GENOTYPE_FILE))
         differences = [
             f"{key}: {previous['train_config'].get(key)!r} -> {value!r}"
@@ -265,7 +283,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.auxiliary = config.auxiliary_weight > 0
         self.use_drop_path = config.drop_path_prob > 0
-        with strategy.scope():
+        with strategy.scope(), ops.synchronized_batch_norm(config.sync_batch_norm):
             keras.utils.set_random_seed(config.seed)
             self.model = network.build_model(
                 config.variant, genotype, num_classes, config.init_channels,
@@ -288,11 +306,19 @@ class Trainer:
                                          name="best_top1")
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                              name="train_seconds")
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, step=self.step,
-            epoch=self.epoch, best_top1=self.best_top1,
-            train_seconds=self.train_seconds,
-        )
+            self.loss_scale = None
+            if config.mixed_precision == "mixed_float16":
+                self.loss_scale = precision.DynamicLossScale()
+        items = dict(model=self.model, optimizer=self.optimizer, step=self.step,
+                     epoch=self.epoch, best_top1=self.best_top1,
+                     train_seconds=self.train_seconds)
+        if self.loss_scale:
+            items.update(self.loss_scale.checkpoint_items())
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.replica_train_step = self._replica_train_step
+        if config.jit_compile:
+            self.replica_train_step = tf.function(self._replica_train_step,
+                                                  jit_compile=True)
         self.train_loop = tf.function(self._train_loop)
         self.eval_step = tf.function(self._eval_step)
 
@@ -309,6 +335,10 @@ class Trainer:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
+            if self.auxiliary:
+                outputs = [tf.cast(o, tf.float32) for o in outputs]
+            else:
+                outputs = tf.cast(outputs, tf.float32)
             logits = outputs[0] if self.auxiliary else outputs
             loss_sum = tf.reduce_sum(self._per_example_loss(labels, logits))
             if self.auxiliary:
@@ -317,9 +347,28 @@ class Trainer:
             # Per-example losses summed over the replica and divided by the
             # global batch, so summing gradients over replicas gives the mean.
             loss = loss_sum / config.batch_size
+            if self.loss_scale:
+                loss = self.loss_scale.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
         gradients = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, gradients)
+        if self.loss_scale:
+            gradients, finite = self.loss_scale.unscale(gradients)
+
+            def apply_if_finite():
+                self._apply(gradients, variables)
+                return tf.constant(True)
+
+            tf.cond(finite, apply_if_finite, lambda: tf.constant(False))
+            self.loss_scale.update(finite)
+        else:
+            self._apply(gradients, variables)
+        correct = tf.reduce_sum(tf.cast(
+            tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32))
+        return loss_sum, correct
+
+    def _apply(self, gradients, variables):
+        config = self.config
         if config.grad_clip > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, config.grad_clip)
         # L2 weight decay on every weight, added after clipping, as PyTorch's
@@ -327,9 +376,6 @@ class Trainer:
         if config.weight_decay > 0:
             gradients = [g + config.weight_decay * v for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        correct = tf.reduce_sum(tf.cast(
-            tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32))
-        return loss_sum, correct
 
     def _train_loop(self, iterator, num_steps):
         """Runs `num_steps` steps; returns summed loss and correct predictions."""
@@ -337,7 +383,7 @@ class Trainer:
         correct_total = tf.constant(0.0)
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
-            loss_sum, correct = self.strategy.run(self._replica_train_step,
+            loss_sum, correct = self.strategy.run(self.replica_train_step,
                                                   args=(images, labels))
             loss_total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None)
             correct_total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
@@ -378,9 +424,11 @@ def _load_data(config):
     # ImageNet images keep their size: training crops and evaluation resizes them.
     size = None if imagenet else config.resolved_image_size
     train_split = data.load_split(config.dataset, config.data_dir, "train",
-                                  config.train_examples or None, size, config.download)
-    test_split = data.load_split(config.dataset, config.data_dir, "test",
-                                 config.test_examples or None, size, config.download)
+                                  config.train_examples or None, size, config.download,
+                                  holdout_examples=config.holdout_examples)
+    test_split = data.load_split(config.dataset, config.data_dir, config.eval_split,
+                                 config.test_examples or None, size, config.download,
+                                 holdout_examples=config.holdout_examples)
     data.log_split("train", train_split)
     data.log_split("test", test_split)
     return train_split, test_split
@@ -400,6 +448,18 @@ def run_training(config):
       genotype.GenotypeError, data.DataError: for a bad genotype or data set.
     """
     validate_config(config)
+    if config.jit_compile is None:
+        config = dataclasses.replace(
+            config, jit_compile=distribute.accelerator_present(config.strategy))
+    precision.set_policy(config.mixed_precision)
+    try:
+        with run_utils.PreemptionGuard() as guard:
+            return _run_training(config, guard)
+    finally:
+        precision.set_policy("float32")
+
+
+def _run_training(config, guard):
     start_time = time.time()
     genotype = genotype_lib.resolve(config.genotype)
     strategy = distribute.make_strategy(config.strategy, config.num_gpus,
@@ -461,8 +521,16 @@ def run_training(config):
         logging.info("Epoch %d/%d: learning rate %.6g, drop path rate %.4g",
                      epoch + 1, config.epochs, learning_rate, drop_rate)
 
-        train_loss, train_top1 = _train_epoch(trainer, iterator, epoch, writer)
-        test_loss, test_top1 = trainer.evaluate(test_stream)
+        try:
+            train_loss, train_top1 = _train_epoch(trainer, iterator, epoch, writer,
+                                                  manager, guard)
+            test_loss, test_top1 = trainer.evaluate(test_stream)
+        except tf.errors.InvalidArgumentError:
+            unreadable = (data.find_unreadable_image(train_split)
+                          or data.find_unreadable_image(test_split))
+            if unreadable:
+                raise data.DataError(unreadable) from None
+            raise
         epoch_seconds = time.time() - epoch_start
 
         trainer.epoch.assign(epoch + 1)
@@ -471,7 +539,7 @@ def run_training(config):
         if improved:
             trainer.best_top1.assign(test_top1)
             best_manager.save(checkpoint_number=epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
+        manager.save(checkpoint_number=int(trainer.step.numpy()))
 
         final_top1 = test_top1
         records.append({
@@ -503,16 +571,39 @@ def run_training(config):
     return summary
 
 
-def _train_epoch(trainer, iterator, epoch, writer):
-    """Trains one epoch; returns its mean loss and top-1 on the training batches."""
+def _train_epoch(trainer, iterator, epoch, writer, manager, guard):
+    """Trains one epoch; returns its mean loss and top-1 on the training batches.
+
+    Saves a checkpoint every --checkpoint_every_steps steps, and saves one and
+    raises `run_utils.PreemptedError` once SIGTERM has arrived.
+    """
     config = trainer.config
     done = int(trainer.step.numpy()) - epoch * trainer.steps_per_epoch
     progress = keras.utils.Progbar(trainer.steps_per_epoch,
                                    stateful_metrics=["loss", "top1"])
+    progress.update(done)
     loss_total, correct_total, examples = 0.0, 0.0, 0
     while done < trainer.steps_per_epoch:
         num_steps = min(config.steps_per_loop, trainer.steps_per_epoch - done)
+        step = int(trainer.step.numpy())
+        every = config.checkpoint_every_steps
+        if every:
+            num_steps = min(num_steps, every - step % every)
         loss_sum, correct = trainer.train_loop(iterator, tf.constant(num_steps))
+        step += num_steps
+        if not math.isfinite(float(loss_sum)):
+            raise errors.NonFiniteLossError(
+                f"The training loss became {float(loss_sum)} between steps "
+                f"{step - num_steps} and {step}. The last good checkpoint is in "
+                f"{manager.directory}; lower --learning_rate and rerun.")
+        if every and step % every == 0:
+            manager.save(checkpoint_number=step)
+        if guard.requested:
+            path = manager.save(checkpoint_number=step)
+            message = (f"Stopped by SIGTERM at step {step}; checkpoint saved to {path}. "
+                       "Rerun the same command to resume.")
+            logging.warning("%s", message)
+            raise run_utils.PreemptedError(message)
         done += num_steps
         loss_total += float(loss_sum)
         correct_total += float(correct)
@@ -570,6 +661,9 @@ def define_flags():
                          "Input height and width in pixels; 0 uses 32 for cifar and "
                          "224 for imagenet.", lower_bound=0)
 
+    flags.DEFINE_enum("eval_split", defaults.eval_split, ["test", "holdout"],
+                      "Split evaluated after every epoch: the test split, or the "
+                      "training images set aside by --holdout_examples.")
     flags.DEFINE_integer("epochs", defaults.epochs, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", defaults.batch_size,
                          "Global training batch size, summed over replicas.", lower_bound=1)
@@ -625,14 +719,13 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    shared_flags.apply_runtime_flags()
     config = config_from_flags()
-    if config.strategy == "mirrored":
-        distribute.split_cpu(config.cpu_replicas)
     try:
         run_training(config)
     except errors.ReportedError as error:
         logging.error("%s", error)
-        sys.exit(1)
+        sys.exit(getattr(error, "exit_code", 1))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -26,3 +28,32 @@ def cifar10_dir():
             pytest.fail(message + " CI must run every test.")
         pytest.skip(message)
     return str(path)
+
+
+def _run_module(module, *args, timeout=900):
+    """Runs `python -m module args` from the repository root; returns the result."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_module():
+    """Returns a function that runs `python -m MODULE ARGS...` and returns its result."""
+    return _run_module
+
+
+def read_checkpoint(directory):
+    """Returns {variable name: numpy value} of the latest checkpoint in `directory`."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(directory))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+
+
+@pytest.fixture(scope="session")
+def checkpoint_values():
+    """Returns a function reading the latest checkpoint of a directory into numpy arrays."""
+    return read_checkpoint

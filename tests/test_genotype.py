@@ -43,6 +43,98 @@ def test_derive_rejects_wrong_shape():
         genotype_lib.derive(np.zeros((4, 8)), np.zeros((5, 8)), SPACE, 2)
 
 
+def skip_heavy_alpha():
+    """Four nodes (14 edges) whose uncapped normal cell has 5 skip connections.
+
+    Row r is edge (node, input) = search_space.edge_inputs(4)[r]. `none` is
+    the largest entry on every edge, and every unset entry is 0.
+    """
+    alpha = np.zeros((14, 8))
+    alpha[:, COLUMN["none"]] = 10.0
+    values = {
+        # Node 0: both inputs choose skip_connect.
+        0: {"skip_connect": 0.9, "sep_conv_3x3": 0.3},
+        1: {"skip_connect": 0.5, "dil_conv_3x3": 0.4},
+        # Node 1: skip_connect from input 0, sep_conv_5x5 from input 1.
+        2: {"skip_connect": 0.8, "max_pool_3x3": 0.6},
+        3: {"sep_conv_5x5": 0.7},
+        4: {"skip_connect": 0.2, "avg_pool_3x3": 0.1},
+        # Node 2: dil_conv_5x5 from input 1, skip_connect from input 0.
+        5: {"skip_connect": 0.4, "sep_conv_3x3": 0.35},
+        6: {"dil_conv_5x5": 0.6},
+        7: {"skip_connect": 0.3},
+        # Node 3: sep_conv_3x3 from input 0, skip_connect from input 1. Input
+        # 3 also prefers skip_connect but loses the second place.
+        9: {"sep_conv_3x3": 0.5},
+        10: {"skip_connect": 0.45, "dil_conv_5x5": 0.05},
+        11: {"dil_conv_3x3": 0.3},
+        12: {"skip_connect": 0.35},
+    }
+    for row, entries in values.items():
+        for name, value in entries.items():
+            alpha[row, COLUMN[name]] = value
+    return alpha
+
+
+def test_skip_heavy_alpha_uncapped():
+    derived = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4)
+    assert derived.skip_count("normal") == 5
+
+
+def test_derive_cap_keeps_strongest_skips():
+    derived = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4,
+                                  max_skip_connect=2)
+    # Edges 0 (0.9) and 2 (0.8) keep skip_connect. Edge 1 falls back to
+    # dil_conv_3x3 and edge 5 to sep_conv_3x3. In node 3, edge 10 drops to
+    # 0.05 and edge 12 loses skip_connect too, so input 2 (edge 11) wins.
+    assert derived.normal == (
+        ("skip_connect", 0), ("dil_conv_3x3", 1),
+        ("skip_connect", 0), ("sep_conv_5x5", 1),
+        ("dil_conv_5x5", 1), ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 0), ("dil_conv_3x3", 2),
+    )
+
+
+@pytest.mark.parametrize("cap", [0, 1, 2, 3, 4, 5])
+def test_derive_cap_gives_exact_count(cap):
+    derived = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4,
+                                  max_skip_connect=cap)
+    assert derived.skip_count("normal") == cap
+
+
+def test_derive_cap_above_count_changes_nothing():
+    uncapped = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4)
+    capped = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4,
+                                 max_skip_connect=6)
+    assert capped == uncapped
+
+
+def test_derive_cap_leaves_reduction_cell():
+    uncapped = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4)
+    capped = genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4,
+                                 max_skip_connect=0)
+    assert capped.reduce == uncapped.reduce
+    assert capped.skip_count("reduce") == 5
+
+
+def test_derive_cap_skips_every_skip_column():
+    space = search_space.SEARCH_SPACES["3-skip"]
+    skip_columns = [c for c, name in enumerate(space.operations) if name == "skip_connect"]
+    alpha = np.zeros((5, space.num_operations))
+    alpha[:, skip_columns[0]] = 0.9
+    alpha[:, skip_columns[1]] = 0.8
+    alpha[:, space.operations.index("dil_conv_3x3")] = 0.1
+    derived = genotype_lib.derive(alpha, alpha, space, 2, max_skip_connect=0)
+    assert [op for op, _ in derived.normal] == ["dil_conv_3x3"] * 4
+
+
+@pytest.mark.parametrize("cap", [-1, 1.5, True, "2"])
+def test_derive_cap_rejects_invalid(cap):
+    with pytest.raises(ValueError, match="max_skip_connect="):
+        genotype_lib.derive(skip_heavy_alpha(), skip_heavy_alpha(), SPACE, 4,
+                            max_skip_connect=cap)
+
+
 def test_json_round_trip(tmp_path):
     path = str(tmp_path / "genotype.json")
     genotype_lib.save(genotype_lib.DROPNAS_CIFAR10, path)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from dropnas_tf import genotype as genotype_lib
@@ -41,3 +42,18 @@ def test_pipeline_writes_every_stage(cifar10_dir, tmp_path):
     assert set(summary["seconds"]) == {"search", "train", "export", "evaluate"}
     for stage in ("search", "train", "export", "evaluate"):
         assert (model_dir / "logs" / f"{stage}.log").stat().st_size > 0
+
+
+def test_seed_summary_reports_mean_and_std(tmp_path):
+    from dropnas_tf import pipeline
+
+    summaries = [{"seed": seed, "evaluation": {"top1": top1},
+                  "genotype": {"normal": [["sep_conv_3x3", seed % 2]]}}
+                 for seed, top1 in ((1, 0.60), (2, 0.64), (3, 0.62))]
+    result = pipeline.summarize_seeds(str(tmp_path), summaries)
+    assert result["top1_mean"] == pytest.approx(0.62)
+    assert result["top1_std"] == pytest.approx(0.02)
+    assert set(result["genotypes"]) == {"1", "2", "3"}
+    table = (tmp_path / "seeds_summary.md").read_text()
+    assert "62.00 +- 2.00%" in table
+    assert json.loads((tmp_path / "seeds_summary.json").read_text())["seeds"] == [1, 2, 3]

@@ -90,3 +90,9 @@ def test_search_rejects_bad_drop_rate(tmp_path, cifar10_dir):
     assert result.returncode == 1
     assert "--drop_rate_param must be in [0, 1), received: 1.0" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_memory_estimate_within_factor_two(finished_search):
+    summary = json.load(open(os.path.join(finished_search, "search_summary.json")))
+    ratio = summary["memory_estimate_gib"] / summary["peak_rss_gib"]
+    assert 0.5 <= ratio <= 2.0, summary

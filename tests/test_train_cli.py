@@ -68,13 +68,13 @@ def test_train_writes_outputs(finished_run):
 def test_train_resumes_from_latest_checkpoint(finished_run, cifar10_dir):
     model_dir = finished_run
     checkpoints = os.path.join(model_dir, "checkpoints")
-    # Pretend the run stopped after epoch 1: drop the epoch-2 checkpoint.
+    # Pretend the run stopped after epoch 1 (step 8): drop the step-16 checkpoint.
     for name in os.listdir(checkpoints):
-        if name.startswith("ckpt-2"):
+        if name.startswith("ckpt-16"):
             os.remove(os.path.join(checkpoints, name))
     tf.compat.v1.train.update_checkpoint_state(
-        checkpoints, os.path.join(checkpoints, "ckpt-1"),
-        all_model_checkpoint_paths=[os.path.join(checkpoints, "ckpt-1")])
+        checkpoints, os.path.join(checkpoints, "ckpt-8"),
+        all_model_checkpoint_paths=[os.path.join(checkpoints, "ckpt-8")])
 
     result = _run(_train_command(model_dir, cifar10_dir, "--noexport"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +84,7 @@ def test_train_resumes_from_latest_checkpoint(finished_run, cifar10_dir):
     records = _read_metrics(model_dir)
     assert [r["epoch"] for r in records] == [1, 2]
     assert [r["step"] for r in records] == [8, 16]
-    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-16")
 
 
 def test_train_rejects_changed_settings(finished_run, cifar10_dir):

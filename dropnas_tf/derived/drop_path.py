@@ -15,9 +15,9 @@ class DropPath(keras.layers.Layer):
 
     Args:
       initial_rate: the drop probability until it is changed, in [0, 1).
-      seed: integer seed of the random drop decisions. Replicas of a
-        distributed model fold in their replica index, so they draw different
-        decisions.
+      seed: integer seed of the random drop decisions; with a call counter
+        kept in the layer's weights it forms a stateless seed, so a resumed
+        run draws the same decisions as an uninterrupted one.
     """
 
     def __init__(self, initial_rate=0.0, seed=0, **kwargs):
@@ -45,19 +45,25 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
+        # Every replica draws the decisions of the whole global batch from the
+        # same seed and keeps its own slice, so a mirrored run drops the same
+        # samples as one device with the same global batch.
         replica = tf.distribute.get_replica_context()
+        num_replicas = replica.num_replicas_in_sync if replica is not None else 1
         replica_id = replica.replica_id_in_sync_group if replica is not None else 0
         counter = tf.identity(self.counter.value)
         self.counter.assign_add(1)
-        seed = tf.stack([tf.cast(self.seed, tf.int32) + tf.cast(replica_id, tf.int32),
-                         counter])
-        keep_prob = 1.0 - tf.cast(self.rate, x.dtype)
-        mask_shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)],
-                               axis=0)
-        noise = tf.random.stateless_uniform(mask_shape, seed, dtype=x.dtype)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), counter])
+        batch = tf.shape(x)[0]
+        # Philox explicitly: the default algorithm may differ under XLA.
+        noise = tf.random.stateless_uniform([batch * num_replicas], seed,
+                                            dtype=tf.float32, alg="philox")
+        noise = tf.slice(noise, [tf.cast(replica_id, tf.int32) * batch], [batch])
+        keep_prob = 1.0 - tf.cast(self.rate, tf.float32)
         # Uniform draws lie in [0, 1), so a rate of 0 keeps every sample.
-        keep = tf.cast(noise < keep_prob, x.dtype)
-        return x * keep / keep_prob
+        keep = tf.cast(noise < keep_prob, x.dtype) / tf.cast(keep_prob, x.dtype)
+        mask_shape = tf.concat([[batch], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        return x * tf.reshape(keep, mask_shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape

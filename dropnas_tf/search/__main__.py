@@ -54,14 +54,16 @@ def define_search_flags():
     flags.DEFINE_float(
         "drop_rate_nonparam", 3e-5,
         "The same for the non-parameterized group (pools, skip, none).")
-    flags.DEFINE_bool(
-        "jit_compile", None,
-        "Compile the step with XLA. Default: on for TPU and GPU, off on CPU, "
-        "where XLA convolutions are slower.")
     flags.DEFINE_integer(
-        "checkpoint_every_steps", 0,
-        "Also checkpoint every this many steps (0: only at epoch ends).",
-        lower_bound=0)
+        "max_skip_connect", -1,
+        "Derive genotypes with at most this many skip connections in the normal "
+        "cell, taking the next best operation on the other edges (the P-DARTS "
+        "rule); -1 leaves them uncapped. Rerunning a finished search with "
+        "another value only derives its genotype again.", lower_bound=-1)
+    flags.DEFINE_bool(
+        "memory_check", True,
+        "Refuse to start when the estimated memory need exceeds the host's "
+        "available memory (CPU runs only).")
 
 
 def config_from_flags():
@@ -75,13 +77,13 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    distribute.split_cpu(FLAGS.cpu_replicas)
+    common_flags.apply_runtime_flags()
     config = config_from_flags()
     try:
         summary = runner.run_search(config)
     except errors.ReportedError as error:
         logging.error("%s", error)
-        sys.exit(1)
+        sys.exit(getattr(error, "exit_code", 1))
     logging.info("Search finished: final training accuracy %.4f. Genotype in %s/genotype.json",
                  summary["final_epoch"].get("accuracy", float("nan")), config.model_dir)
 

@@ -80,7 +80,8 @@ def grouped_masks(seed, step, drop_probabilities, membership, num_edges,
 
     def draw(attempt):
         attempt_seed = tf.random.experimental.stateless_fold_in(step_seed, attempt)
-        uniform = tf.random.stateless_uniform(shape, attempt_seed)
+        # Philox explicitly: the default algorithm may differ under XLA.
+        uniform = tf.random.stateless_uniform(shape, attempt_seed, alg="philox")
         return tf.cast(uniform >= drop_probabilities, tf.float32)
 
     def dropped_groups_columns(masks):

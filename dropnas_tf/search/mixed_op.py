@@ -14,7 +14,10 @@ class MixedOp(keras.layers.Layer):
 
     Each operation runs inside a `tf.cond` on its mask entry, so a dropped
     operation is not computed, its weights get exactly zero gradient and its
-    batch-normalization statistics are not updated. `none` contributes zeros
+    batch-normalization statistics are not updated. Networks built with
+    synchronized batch normalization compute every operation and multiply
+    dropped ones by their zero weight instead, with the same gradients and
+    statistics but without the saving. `none` contributes zeros
     and is never computed, but its alpha still takes part in the softmax.
 
     Args:
@@ -37,6 +40,10 @@ class MixedOp(keras.layers.Layer):
         self.channels = channels
         self.stride = stride
         self.space = space
+        # Synchronized batch normalization all-reduces across replicas, which
+        # MirroredStrategy cannot do inside tf.cond; such networks compute
+        # every candidate and mask the dropped ones out instead.
+        self.masked = ops.synchronized_batch_norm_enabled()
         self.candidates = [
             ops.make_operation(name, channels, stride, affine=False, search=True,
                                layer_name=f"{name}_{column}")
@@ -58,11 +65,16 @@ class MixedOp(keras.layers.Layer):
         for column, (name, layer) in enumerate(zip(self.space.operations, self.candidates)):
             if name == "none":
                 continue
-            weighted = tf.cond(
-                mask[column] > 0,
-                lambda layer=layer, column=column: layer(x, training=training) * weights[column],
-                lambda: tf.zeros(output_shape, self.compute_dtype),
-            )
+            if self.masked:
+                with ops.moving_statistics_update_condition(mask[column] > 0):
+                    weighted = layer(x, training=training) * weights[column]
+            else:
+                weighted = tf.cond(
+                    mask[column] > 0,
+                    lambda layer=layer, column=column: (
+                        layer(x, training=training) * weights[column]),
+                    lambda: tf.zeros(output_shape, self.compute_dtype),
+                )
             total = weighted if total is None else total + weighted
         return total
 

@@ -78,15 +78,17 @@ class SearchStep:
       network: a built `SearchNetwork`.
       config: a `StepConfig`.
       global_batch_size: examples per step over all replicas.
+      loss_scale: a `precision.DynamicLossScale` for float16, else None.
     """
 
-    def __init__(self, network, config, global_batch_size):
+    def __init__(self, network, config, global_batch_size, loss_scale=None):
         if config.method not in ("dropnas", "darts"):
             raise ValueError(
                 f"`method` must be 'dropnas' or 'darts', received: {config.method!r}")
         self.network = network
         self.config = config
         self.global_batch_size = global_batch_size
+        self.loss_scale = loss_scale
         self.global_step = tf.Variable(
             0, dtype=tf.int64, trainable=False, name="global_step",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -153,7 +155,8 @@ class SearchStep:
 
         Returns:
           A dict of this replica's sums: loss (scaled by the global batch),
-          correct predictions, and the masks' kept fractions and shares.
+          correct predictions, the masks' kept fractions and shares, and the
+          absolute all-reduced alpha gradient [2, num_edges, num_operations].
         """
         network = self.network
         context = tf.distribute.get_replica_context()
@@ -165,15 +168,46 @@ class SearchStep:
         weights = network.weight_variables
         alphas = network.alpha_variables
         with tf.GradientTape() as tape:
-            logits = network((images, masks), training=True)
+            logits = tf.cast(network((images, masks), training=True), tf.float32)
             per_example = tf.keras.losses.sparse_categorical_crossentropy(
-                labels, tf.cast(logits, tf.float32), from_logits=True)
+                labels, logits, from_logits=True)
             loss = tf.reduce_sum(per_example) / self.global_batch_size
-        gradients = tape.gradient(loss, weights + alphas)
+            scaled_loss = self.loss_scale.scale_loss(loss) if self.loss_scale else loss
+        gradients = tape.gradient(scaled_loss, weights + alphas)
         # Eagerly, the weights of dropped operations have no gradient at all.
         gradients = [tf.zeros_like(v) if g is None else g
                      for g, v in zip(gradients, weights + alphas)]
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        if self.loss_scale:
+            gradients, finite = self.loss_scale.unscale(gradients)
+
+            def update_if_finite():
+                self._update(gradients, masks, alpha_before, warmup)
+                return tf.constant(True)
+
+            tf.cond(finite, update_if_finite, lambda: tf.constant(False))
+            self.loss_scale.update(finite)
+        else:
+            self._update(gradients, masks, alpha_before, warmup)
+        alpha_gradients = tf.abs(tf.stack(gradients[len(weights):]))
+
+        self.global_step.assign_add(1)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        kept = dropout.kept_fraction(masks, self.membership)
+        return {
+            "loss": loss,
+            "correct": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)),
+            "examples": tf.cast(tf.shape(labels)[0], tf.float32),
+            "kept_fraction_param": kept[0],
+            "kept_fraction_nonparam": kept[1],
+            "kept_share": tf.reduce_mean(rho),
+            "alpha_gradient": alpha_gradients,
+        }
+
+    def _update(self, gradients, masks, alpha_before, warmup):
+        """Applies the all-reduced gradients, the partial decay and the adjustment."""
+        weights = self.network.weight_variables
+        alphas = self.network.alpha_variables
         weight_gradients, alpha_gradients = gradients[:len(weights)], gradients[len(weights):]
 
         weight_gradients, _ = tf.clip_by_global_norm(weight_gradients, self.config.grad_clip)
@@ -194,15 +228,3 @@ class SearchStep:
                 for index, alpha in enumerate(alphas):
                     alpha.assign(dropout.adjust_alpha(
                         alpha_before[index], tf.convert_to_tensor(alpha), masks[index]))
-
-        self.global_step.assign_add(1)
-        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        kept = dropout.kept_fraction(masks, self.membership)
-        return {
-            "loss": loss,
-            "correct": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)),
-            "examples": tf.cast(tf.shape(labels)[0], tf.float32),
-            "kept_fraction_param": kept[0],
-            "kept_fraction_nonparam": kept[1],
-            "kept_share": tf.reduce_mean(rho),
-        }

@@ -1,0 +1,43 @@
+"""Mixed precision of the search step."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dropnas_tf import precision
+from dropnas_tf import search_space
+from dropnas_tf.search.network import SearchNetwork
+from dropnas_tf.search.step import SearchStep, StepConfig
+
+
+def tiny_search(seed=0):
+    keras.utils.set_random_seed(seed)
+    network = SearchNetwork(10, channels=4, num_cells=3, num_nodes=2,
+                            space=search_space.SEARCH_SPACES["original"])
+    network.build_variables((16, 16, 3))
+    config = StepConfig(steps_per_epoch=10, epochs=2, drop_rate_param=0.3,
+                        drop_rate_nonparam=0.3, seed=3)
+    return network, SearchStep(network, config, global_batch_size=8)
+
+
+def batches(count, image_size=16, batch=8):
+    rng = np.random.default_rng(0)
+    return [(tf.constant(rng.normal(size=(batch, image_size, image_size, 3)), tf.float32),
+             tf.constant(rng.integers(0, 10, size=batch), tf.int32)) for _ in range(count)]
+
+
+def test_bfloat16_search_keeps_alpha_float32():
+    precision.set_policy("mixed_bfloat16")
+    try:
+        network, step = tiny_search()
+        assert network.cells[0].edges[0].compute_dtype == "bfloat16"
+        before = [a.numpy() for a in network.alpha_variables]
+        run = tf.function(lambda images, labels: step(images, labels))
+        for images, labels in batches(2):
+            outputs = run(images, labels)
+        assert np.isfinite(float(outputs["loss"]))
+        for alpha, old in zip(network.alpha_variables, before):
+            assert alpha.dtype == "float32"
+            assert np.any(alpha.numpy() != old)
+    finally:
+        precision.set_policy("float32")
