@@ -72,7 +72,7 @@ def accelerator_present(strategy_name):
 def worker_output_dir(strategy, model_dir):
     """Returns where this worker writes its outputs.
 
-    Under a multi-worker strategy every worker runs the same program; only the
+    Under a multi-worker strategy every worker runs the same program. Only the
     chief (task 0 of type "chief", or "worker" 0 without a chief) writes to
     `model_dir`, the others to a scratch folder inside it, so that files are
     not written twice.

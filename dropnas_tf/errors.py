@@ -6,7 +6,7 @@ and the fix) and exit with status 1. Other exceptions keep their traceback.
 
 
 class ReportedError(Exception):
-    """An error whose message alone tells the user what went wrong."""
+    """An error whose message alone states what went wrong and how to fix it."""
 
 
 class UserInputError(ReportedError, ValueError):

@@ -377,7 +377,7 @@ class Pool(keras.layers.Layer):
 class FactorizedReduce(keras.layers.Layer):
     """Halves height and width: ReLU, two 1x1 stride-2 convolutions, concat, BN.
 
-    The second convolution sees the input shifted by one pixel in height and
+    The second convolution reads the input shifted by one pixel in height and
     width, so together the two cover every input position.
 
     Args:

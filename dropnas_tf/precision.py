@@ -1,7 +1,7 @@
 """Mixed precision: the Keras dtype policy and dynamic loss scaling for float16.
 
 Variables, alpha, the softmax over kept operations, the alpha adjustment and
-the loss stay in float32 under every policy; only layer computations run in
+the loss stay in float32 under every policy. Only layer computations run in
 the lower precision.
 """
 

@@ -478,6 +478,8 @@ def _run_training(config, guard):
     mean, std = data.normalization_for(config.dataset)
     run_config = _run_config(config, train_split.num_classes, train_split.class_names,
                              mean, std, drop_path=config.drop_path_prob > 0)
+    # NOTE: under multi_worker_mirrored every worker writes to --model_dir;
+    # the search separates non-chief workers with distribute.worker_output_dir.
     prepare_model_dir(config, run_config, genotype)
 
     trainer = Trainer(config, strategy, genotype, train_split.num_classes, mean, std,

@@ -6,7 +6,7 @@
 
 One trial is a short search, the derived genotype, a short training of the
 derived network and its top-1 on `--holdout_examples` training images that
-neither the search nor the training sees. The test split is never used. The
+neither the search nor the training uses. The test split is never used. The
 default space is the grid of drop rates studied by the DropNAS authors (1e-5,
 3e-5 and 1e-4 for each group); alpha and weight learning rates can be tuned
 too by listing several values.
