@@ -146,14 +146,17 @@ class BatchNorm(keras.layers.Layer):
         variance of the whole global batch, as a single device would.
         """
         x32 = tf.cast(x, tf.float32)
-        count = tf.cast(tf.reduce_prod(tf.shape(x32)[:-1]), tf.float32)
-        local = [tf.reduce_sum(x32, axis=[0, 1, 2]),
-                 tf.reduce_sum(tf.square(x32), axis=[0, 1, 2]), count]
-        total, total_squares, total_count = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, local)
-        mean = total / total_count
-        variance = tf.maximum(total_squares / total_count - tf.square(mean), 0.0)
-        unbiased = variance * total_count / tf.maximum(total_count - 1.0, 1.0)
+        local_count = tf.cast(tf.reduce_prod(tf.shape(x32)[:-1]), tf.float32)
+        total, count = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [tf.reduce_sum(x32, axis=[0, 1, 2]), local_count])
+        mean = total / count
+        # Two passes: E[x^2] - E[x]^2 in float32 loses most digits of the
+        # variance when the mean is large against the spread.
+        squares = context.all_reduce(
+            tf.distribute.ReduceOp.SUM,
+            tf.reduce_sum(tf.square(x32 - mean), axis=[0, 1, 2]))
+        variance = squares / count
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
         decay = 1.0 - self.momentum
         self._update_moving(self.moving_mean * self.momentum + mean * decay,
                             self.moving_variance * self.momentum + unbiased * decay)
@@ -182,6 +185,47 @@ def symmetric_pad(x, pad, value=0.0):
     if pad == 0:
         return x
     return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
+
+
+def dilated_depthwise_conv(x, kernel, dilation, stride=1):
+    """Depthwise convolution with dilation and the reference's symmetric padding.
+
+    A k x k window with dilation d only combines inputs whose row (and column)
+    indices agree modulo d. So the padded input is split into its d x d
+    phase components (space to batch), each component gets an undilated k x k
+    VALID convolution, and the outputs interleave back (batch to space). With
+    stride equal to the dilation only the first component is needed. Only
+    reshapes, transposes and the undilated kernel are used, so gradients are
+    right on every backend and the shapes stay static for XLA.
+
+    Args:
+      x: [batch, height, width, channels] with static height, width and channels.
+      kernel: [k, k, channels, 1], k odd.
+      dilation: d >= 1.
+      stride: 1, or equal to `dilation`.
+
+    Returns:
+      [batch, ceil(height / stride), ceil(width / stride), channels].
+    """
+    size = kernel.shape[0]
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    if stride not in (1, dilation):
+        raise ValueError(f"`stride` must be 1 or the dilation {dilation}, received: {stride!r}")
+    pad = (size - 1) * dilation // 2
+    blocks_h, blocks_w = -(-height // dilation), -(-width // dilation)
+    rows, columns = blocks_h + size - 1, blocks_w + size - 1
+    x = tf.pad(x, [[0, 0], [pad, dilation * rows - height - pad],
+                   [pad, dilation * columns - width - pad], [0, 0]])
+    x = tf.reshape(x, [-1, rows, dilation, columns, dilation, channels])
+    if stride == dilation:
+        return tf.nn.depthwise_conv2d(x[:, :, 0, :, 0, :], kernel, [1, 1, 1, 1], "VALID")
+    x = tf.transpose(x, [2, 4, 0, 1, 3, 5])
+    x = tf.reshape(x, [-1, rows, columns, channels])
+    y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID")
+    y = tf.reshape(y, [dilation, dilation, -1, blocks_h, blocks_w, channels])
+    y = tf.transpose(y, [2, 3, 0, 4, 1, 5])
+    y = tf.reshape(y, [-1, blocks_h * dilation, blocks_w * dilation, channels])
+    return y[:, :height, :width, :]
 
 
 class ReLUConvBN(keras.layers.Layer):
@@ -224,12 +268,11 @@ class ReLUConvBN(keras.layers.Layer):
 class DilConv(keras.layers.Layer):
     """ReLU, depthwise k x k convolution with dilation, pointwise 1x1, BN.
 
-    The depthwise convolution calls TensorFlow's native dilated kernel rather
-    than `keras.layers.DepthwiseConv2D`, whose space-to-batch form of dilation
-    does not compile under XLA inside `tf.cond`. That kernel rejects dilation
-    with stride 2, so at stride 2 the layer computes the stride-1 output and
-    keeps every second row and column, which samples the same positions as
-    the strided reference.
+    Dilation runs as a space-to-batch split written with static reshapes (see
+    `dilated_depthwise_conv`), not through TensorFlow's dilated kernels: on CPU
+    the native kernel's gradients ignore the dilation (TensorFlow 2.21), and
+    `tf.nn.depthwise_conv2d`'s own space-to-batch form does not compile
+    under XLA inside `tf.cond`.
 
     Args:
       channels: output channels.
@@ -246,14 +289,14 @@ class DilConv(keras.layers.Layer):
         _check_positive("kernel_size", kernel_size)
         _check_positive("dilation", dilation)
         _check_stride(stride)
+        if dilation > 1 and stride not in (1, dilation):
+            raise ValueError(f"`stride` {stride} needs `dilation` 1 or {stride}, "
+                             f"received: {dilation!r}")
         self.channels = channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
         self.affine = affine
-        # Dilated convolutions always run at stride 1 (see above), where SAME
-        # padding equals the reference's symmetric padding for odd kernels.
-        self.explicit_padding = stride == 2 and dilation == 1
         self.pointwise = keras.layers.Conv2D(
             channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
             name="pointwise",
@@ -267,16 +310,15 @@ class DilConv(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = tf.nn.relu(x)
-        if self.explicit_padding:
-            x = symmetric_pad(x, (self.kernel_size - 1) // 2)
-        step = self.stride if self.dilation == 1 else 1
-        x = tf.raw_ops.DepthwiseConv2dNative(
-            input=x, filter=tf.cast(self.depthwise_kernel, x.dtype),
-            strides=[1, step, step, 1],
-            padding="VALID" if self.explicit_padding else "SAME",
-            dilations=[1, self.dilation, self.dilation, 1])
-        if self.stride == 2 and self.dilation > 1:
-            x = x[:, ::2, ::2, :]
+        kernel = tf.cast(self.depthwise_kernel, x.dtype)
+        if self.dilation > 1:
+            x = dilated_depthwise_conv(x, kernel, self.dilation, self.stride)
+        elif self.stride == 2:
+            x = tf.nn.depthwise_conv2d(symmetric_pad(x, (self.kernel_size - 1) // 2),
+                                       kernel, [1, 2, 2, 1], "VALID")
+        else:
+            # At stride 1, SAME padding equals the reference's symmetric padding.
+            x = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
         x = self.pointwise(x)
         return self.bn(x, training=training)
 

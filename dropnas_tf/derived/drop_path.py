@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from dropnas_tf import counter_random
+
 
 class DropPath(keras.layers.Layer):
     """Drops its input for each sample with probability `rate` during training.
@@ -53,11 +55,10 @@ class DropPath(keras.layers.Layer):
         replica_id = replica.replica_id_in_sync_group if replica is not None else 0
         counter = tf.identity(self.counter.value)
         self.counter.assign_add(1)
-        seed = tf.stack([tf.constant(self.seed, tf.int32), counter])
         batch = tf.shape(x)[0]
-        # Philox explicitly: the default algorithm may differ under XLA.
-        noise = tf.random.stateless_uniform([batch * num_replicas], seed,
-                                            dtype=tf.float32, alg="philox")
+        # Integer-hash draws: tf.random.stateless_uniform differs under XLA.
+        noise = counter_random.uniform([batch * num_replicas],
+                                       counter_random.key(self.seed, counter))
         noise = tf.slice(noise, [tf.cast(replica_id, tf.int32) * batch], [batch])
         keep_prob = 1.0 - tf.cast(self.rate, tf.float32)
         # Uniform draws lie in [0, 1), so a rate of 0 keeps every sample.

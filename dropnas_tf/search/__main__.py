@@ -29,6 +29,9 @@ def define_search_flags():
     flags.DEFINE_enum("method", "dropnas", ["dropnas", "darts"],
                       "dropnas, or darts for one-level DARTS (no dropout, no alpha "
                       "adjustment, weight decay on everything).")
+    flags.DEFINE_integer(
+        "image_size", 0, "Resize the training images to this square size; 0 keeps "
+        "the data set's size. Smaller images make a cheaper search.", lower_bound=0)
     flags.DEFINE_integer("layers", 14, "Cells in the search network (at least 3).")
     flags.DEFINE_integer("init_channels", 16, "Channels of the first cells.")
     flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")

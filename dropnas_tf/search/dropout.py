@@ -12,6 +12,7 @@ analysis tools:
 import numpy as np
 import tensorflow as tf
 
+from dropnas_tf import counter_random
 from dropnas_tf import search_space
 
 
@@ -59,7 +60,7 @@ def grouped_masks(seed, step, drop_probabilities, membership, num_edges,
     whole group came out dropped on an edge, that group is drawn again until
     it keeps at least one operation, so every edge keeps an operation of each
     group. Draws are stateless: the same (seed, step) gives the same masks on
-    every device and replica, inside or outside XLA.
+    every device and replica, inside or outside XLA (see `counter_random`).
 
     Args:
       seed: int, the run's seed.
@@ -75,13 +76,10 @@ def grouped_masks(seed, step, drop_probabilities, membership, num_edges,
     drop_probabilities = tf.convert_to_tensor(drop_probabilities, tf.float32)
     membership = tf.convert_to_tensor(membership, tf.float32)
     shape = [num_cell_types, num_edges, drop_probabilities.shape[0]]
-    step_seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed, 0], tf.int64), tf.cast(step, tf.int64))
 
     def draw(attempt):
-        attempt_seed = tf.random.experimental.stateless_fold_in(step_seed, attempt)
-        # Philox explicitly: the default algorithm may differ under XLA.
-        uniform = tf.random.stateless_uniform(shape, attempt_seed, alg="philox")
+        # Integer-hash draws: tf.random.stateless_uniform differs under XLA.
+        uniform = counter_random.uniform(shape, counter_random.key(seed, step, attempt))
         return tf.cast(uniform >= drop_probabilities, tf.float32)
 
     def dropped_groups_columns(masks):

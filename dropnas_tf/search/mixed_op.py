@@ -58,9 +58,16 @@ class MixedOp(keras.layers.Layer):
     def call(self, x, alpha, mask, training=None):
         weights = dropout.kept_softmax(alpha, mask)
         weights = tf.cast(weights, self.compute_dtype)
-        output_shape = tf.concat(
-            [tf.shape(x)[:1], (tf.shape(x)[1:3] + self.stride - 1) // self.stride,
-             tf.shape(x)[3:]], axis=0)
+        if x.shape.is_fully_defined():
+            # Static shapes keep XLA's dynamic-dimension inference out of the
+            # zero branch of every tf.cond.
+            batch, height, width, channels = x.shape
+            output_shape = (batch, -(-height // self.stride), -(-width // self.stride),
+                            channels)
+        else:
+            output_shape = tf.concat(
+                [tf.shape(x)[:1], (tf.shape(x)[1:3] + self.stride - 1) // self.stride,
+                 tf.shape(x)[3:]], axis=0)
         total = None
         for column, (name, layer) in enumerate(zip(self.space.operations, self.candidates)):
             if name == "none":

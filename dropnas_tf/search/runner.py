@@ -60,6 +60,7 @@ class SearchConfig:
     download: bool = False
     train_examples: int = 0
     holdout_examples: int = 0
+    image_size: int = 0
     search_space: str = "original"
     layers: int = 14
     init_channels: int = 16
@@ -235,7 +236,8 @@ class _SearchRun:
         self.split = data.load_split(config.dataset, config.data_dir, "train",
                                      max_examples=config.train_examples or None,
                                      download=config.download,
-                                     holdout_examples=config.holdout_examples)
+                                     holdout_examples=config.holdout_examples,
+                                     image_size=config.image_size or None)
         data.log_split("Search training data", self.split)
         self.steps_per_epoch = self.split.num_examples // config.batch_size
         if self.steps_per_epoch < 1:
