@@ -2,7 +2,7 @@
 
 `tf.random.stateless_uniform` gives different numbers for the same seed and
 algorithm when a function is compiled with XLA (checked on TensorFlow 2.21 on
-CPU), so a step compiled with `jit_compile=True` would drop other operations
+CPU). A step compiled with `jit_compile=True` would then drop other operations
 and other samples than the same step run without it. The draws here are built
 from 32-bit integer arithmetic alone, which every backend computes exactly the
 same way: each value hashes (seed words, element index) with an integer mixer

@@ -64,6 +64,23 @@ def make_strategy(name, num_gpus=0, cpu_replicas=1, tpu=None, tpu_zone=None,
     )
 
 
+def check_jit_compile(strategy, jit_compile):
+    """Raises ValueError for XLA over several logical CPU devices.
+
+    TensorFlow places the compiled step of every replica on the first CPU
+    device, so the second replica's variables are out of its reach (seen with
+    --cpu_replicas=2 on TensorFlow 2.21).
+    """
+    if not jit_compile or strategy.num_replicas_in_sync < 2:
+        return
+    cpus = [d for d in strategy.extended.worker_devices if "CPU" in d.upper()]
+    if len(cpus) > 1:
+        raise ValueError(
+            f"--jit_compile cannot run over {len(cpus)} logical CPU replicas: XLA places "
+            "every replica's step on the first CPU device. Drop --jit_compile or use "
+            "--cpu_replicas=1.")
+
+
 def accelerator_present(strategy_name):
     """Returns whether the run will use a TPU or a GPU (the XLA default)."""
     return strategy_name == "tpu" or bool(tf.config.list_physical_devices("GPU"))

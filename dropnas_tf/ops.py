@@ -99,12 +99,21 @@ class BatchNorm(keras.layers.Layer):
                                          name="gamma", autocast=False)
             self.beta = self.add_weight(shape=(channels,), initializer="zeros",
                                         name="beta", autocast=False)
-        self.moving_mean = self.add_weight(
-            shape=(channels,), initializer="zeros", trainable=False,
-            name="moving_mean", autocast=False, aggregation="mean")
-        self.moving_variance = self.add_weight(
-            shape=(channels,), initializer="ones", trainable=False,
-            name="moving_variance", autocast=False, aggregation="mean")
+        self.moving_mean = self._moving_statistic("moving_mean", channels, "zeros")
+        self.moving_variance = self._moving_statistic("moving_variance", channels, "ones")
+
+    def _moving_statistic(self, name, channels, initializer):
+        # Synchronized on read, as in tf.keras 2: every replica updates its own
+        # copy without a cross-replica call, which MirroredStrategy forbids
+        # inside the tf.cond of a mixed operation; reading outside replica
+        # context (checkpoints, export) gives the mean over replicas.
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=keras.initializers.get(initializer), shape=(channels,),
+                dtype="float32", trainable=False, autocast=False, aggregation="mean",
+                synchronization="on_read", name=name)
+        self._track_variable(variable)
+        return variable
 
     def call(self, x, training=None):
         channels = x.shape[-1]

@@ -19,6 +19,20 @@ def set_policy(name):
     keras.mixed_precision.set_dtype_policy(name)
 
 
+def check_replicas(policy, replicas):
+    """Raises ValueError for float16 loss scaling over several replicas.
+
+    A float16 step that overflows is skipped inside a `tf.cond`. The optimizer
+    updates in that branch need a cross-replica call, which MirroredStrategy
+    does not allow inside control flow.
+    """
+    if policy == "mixed_float16" and replicas > 1:
+        raise ValueError(
+            f"--mixed_precision=mixed_float16 is not supported with {replicas} replicas "
+            "yet: its overflow skip cannot run under MirroredStrategy. Use "
+            "--mixed_precision=mixed_bfloat16 (no loss scaling needed) or one replica.")
+
+
 class DynamicLossScale:
     """Dynamic loss scaling for float16, usable inside a replica step.
 

@@ -466,6 +466,11 @@ def _run_training(config, guard):
                                         config.cpu_replicas, config.tpu,
                                         config.tpu_zone, config.gcp_project)
     replicas = strategy.num_replicas_in_sync
+    try:
+        precision.check_replicas(config.mixed_precision, replicas)
+        distribute.check_jit_compile(strategy, config.jit_compile)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if config.batch_size % replicas:
         raise ConfigError(f"`batch_size` {config.batch_size} is not divisible by the "
                          f"{replicas} replicas.")

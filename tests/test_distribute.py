@@ -4,10 +4,10 @@ The mirrored runs split the CPU into two logical devices (--cpu_replicas=2),
 so they run anywhere. Synchronized batch normalization makes each replica
 normalize with the statistics of the global batch, as one device would.
 
-The networks are small on purpose: a gradient of these networks is not a
-smooth function of its input (ReLU and max pooling switch), and in a large
-network a rounding difference of 1e-7 can flip one switch and move a weight
-by 1e-3; see docs/distribution.md.
+The networks are small on purpose. Their gradients are not smooth functions
+of the input, because ReLU and max pooling switch. In a large network a
+rounding difference of 1e-7 can flip one switch and move a weight by 1e-3
+(see docs/distribution.md).
 """
 
 import json
@@ -59,6 +59,17 @@ def test_mirrored_search_matches_default(run_module, checkpoint_values, cifar10_
               for d in (single, mirrored)]
     for key in ("alpha_normal", "alpha_reduce"):
         np.testing.assert_allclose(alphas[1][key], alphas[0][key], atol=TOLERANCE)
+
+
+def test_mirrored_search_without_sync_batch_norm(run_module, cifar10_dir, tmp_path):
+    """Per-replica statistics: each replica updates its own moving averages
+    inside the mixed operations' tf.cond branches."""
+    result = run_module("dropnas_tf.search", *_search_args(cifar10_dir, tmp_path),
+                        "--strategy=mirrored", "--cpu_replicas=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    genotype_lib.load(str(tmp_path / "genotype.json"))
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite(metrics[-1]["loss"])
 
 
 def test_mirrored_training_matches_default(run_module, checkpoint_values, cifar10_dir,
@@ -126,3 +137,11 @@ def test_train_step_compiles_with_xla_and_matches():
     assert compiled_loss == pytest.approx(plain_loss, rel=1e-5)
     for name, value in plain.items():
         np.testing.assert_allclose(compiled[name], value, atol=TOLERANCE, err_msg=name)
+
+
+def test_xla_over_cpu_replicas_rejected(run_module, cifar10_dir, tmp_path):
+    result = run_module("dropnas_tf.search", *_search_args(cifar10_dir, tmp_path),
+                        "--strategy=mirrored", "--cpu_replicas=2", "--jit_compile")
+    assert result.returncode != 0
+    assert "--cpu_replicas=1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -134,12 +134,14 @@ def test_counter_random_same_inside_and_outside_xla():
 def test_counter_random_is_uniform_and_prefix_stable():
     key = counter_random.key(2, 5)
     values = counter_random.uniform([200000], key).numpy()
-    assert values.min() >= 0.0 and values.max() < 1.0
+    assert values.min() >= 0.0
+    assert values.max() < 1.0
     # Mean and variance of U(0, 1) are 1/2 and 1/12; bounds are about 6 sigma.
     assert abs(values.mean() - 0.5) < 0.004
     assert abs(values.var() - 1.0 / 12.0) < 0.002
     counts = np.histogram(values, bins=20, range=(0.0, 1.0))[0]
-    assert counts.min() > 9400 and counts.max() < 10600
+    assert counts.min() > 9400
+    assert counts.max() < 10600
     np.testing.assert_array_equal(counter_random.uniform([1000], key).numpy(), values[:1000])
     other = counter_random.uniform([200000], counter_random.key(2, 6)).numpy()
     assert abs(np.corrcoef(values, other)[0, 1]) < 0.015

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from dropnas_tf import precision
@@ -41,3 +42,51 @@ def test_bfloat16_search_keeps_alpha_float32():
             assert np.any(alpha.numpy() != old)
     finally:
         precision.set_policy("float32")
+
+
+def tiny_float16_search():
+    keras.utils.set_random_seed(0)
+    network = SearchNetwork(10, channels=4, num_cells=3, num_nodes=2,
+                            space=search_space.SEARCH_SPACES["original"])
+    network.build_variables((16, 16, 3))
+    config = StepConfig(steps_per_epoch=10, epochs=2, drop_rate_param=0.3,
+                        drop_rate_nonparam=0.3, seed=3)
+    loss_scale = precision.DynamicLossScale(initial_scale=2.0**10, growth_interval=2)
+    return network, SearchStep(network, config, global_batch_size=8, loss_scale=loss_scale)
+
+
+def test_float16_search_scales_loss_and_skips_overflow():
+    precision.set_policy("mixed_float16")
+    try:
+        network, step = tiny_float16_search()
+        assert network.cells[0].edges[0].compute_dtype == "float16"
+        run = tf.function(lambda images, labels: step(images, labels))
+        (images, labels), = batches(1)
+        before = [a.numpy() for a in network.alpha_variables]
+        outputs = run(images, labels)
+        assert np.isfinite(float(outputs["loss"]))
+        for alpha, old in zip(network.alpha_variables, before):
+            assert alpha.dtype == "float32"
+            assert np.any(alpha.numpy() != old)
+        assert float(step.loss_scale.scale.numpy()) == 2.0**10
+        run(images, labels)
+        # Two finite steps in a row reach the growth interval.
+        assert float(step.loss_scale.scale.numpy()) == 2.0**11
+
+        # A scale that overflows float16 gives infinite gradients: the step
+        # must leave every variable alone and halve the scale.
+        step.loss_scale.scale.assign(2.0**40)
+        weights = [v.numpy() for v in network.weight_variables + network.alpha_variables]
+        run(images, labels)
+        for variable, old in zip(network.weight_variables + network.alpha_variables, weights):
+            np.testing.assert_array_equal(variable.numpy(), old)
+        assert float(step.loss_scale.scale.numpy()) == 2.0**39
+    finally:
+        precision.set_policy("float32")
+
+
+def test_float16_refused_with_several_replicas():
+    precision.check_replicas("mixed_float16", 1)
+    precision.check_replicas("mixed_bfloat16", 4)
+    with pytest.raises(ValueError, match="mixed_bfloat16"):
+        precision.check_replicas("mixed_float16", 2)

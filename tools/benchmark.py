@@ -55,6 +55,9 @@ flags.DEFINE_float("drop_rate_nonparam", 3e-5,
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", 1, "Logical CPU devices for --strategy=mirrored.",
                      lower_bound=1)
+flags.DEFINE_bool("sync_batch_norm", False,
+                  "Normalize with global-batch statistics across replicas (the search "
+                  "then computes dropped operations and masks them out).")
 flags.DEFINE_string("data_dir", os.path.join(REPO_ROOT, "..", "shared", "datasets",
                                              "cifar10-jpeg"),
                     "Image folder for --step=input.")
@@ -105,8 +108,10 @@ def measure():
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     distributed = iter(strategy.experimental_distribute_dataset(dataset))
 
+    from dropnas_tf import ops
+
     started = time.time()
-    with strategy.scope():
+    with strategy.scope(), ops.synchronized_batch_norm(FLAGS.sync_batch_norm):
         run_step = (build_search_step if FLAGS.step == "search" else build_train_step)(
             strategy, shape, batch)
     build_seconds = time.time() - started
@@ -128,6 +133,7 @@ def measure():
         "drop_rate_param": FLAGS.drop_rate_param,
         "drop_rate_nonparam": FLAGS.drop_rate_nonparam,
         "strategy": FLAGS.strategy, "replicas": strategy.num_replicas_in_sync,
+        "sync_batch_norm": FLAGS.sync_batch_norm,
         "build_seconds": round(build_seconds, 2),
         "first_call_seconds": round(first_call, 2),
         "median_step_seconds": round(median, 4),
@@ -170,6 +176,7 @@ def build_train_step(strategy, shape, batch):
     config = train.TrainConfig(model_dir="/tmp/unused", layers=shape["layers"],
                                init_channels=shape["channels"], batch_size=batch,
                                jit_compile=FLAGS.jit_compile,
+                               sync_batch_norm=FLAGS.sync_batch_norm,
                                mixed_precision=FLAGS.mixed_precision)
     trainer = train.Trainer(config, strategy, genotype.DROPNAS_CIFAR10, 10,
                             (0.5,) * 3, (0.25,) * 3, steps_per_epoch=1000)
@@ -215,6 +222,8 @@ def markdown_row(result):
                 f"{result['cached_images_per_second']} img/s | | | "
                 f"{result['peak_rss_gib']} | {result['machine']} | {FLAGS.note} |")
     options = [f"{result['replicas']} replica(s)"]
+    if result.get("sync_batch_norm"):
+        options.append("sync BN")
     if result["jit_compile"]:
         options.append("XLA")
     if result["mixed_precision"] != "float32":

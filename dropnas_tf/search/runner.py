@@ -228,6 +228,11 @@ class _SearchRun:
             config.strategy, config.num_gpus, config.cpu_replicas, config.tpu,
             config.tpu_zone, config.gcp_project)
         replicas = self.strategy.num_replicas_in_sync
+        try:
+            precision.check_replicas(config.mixed_precision, replicas)
+            distribute.check_jit_compile(self.strategy, config.jit_compile)
+        except ValueError as error:
+            raise errors.UserInputError(str(error)) from None
         if config.batch_size % replicas:
             raise errors.UserInputError(
                 f"--batch_size={config.batch_size} is not divisible by the {replicas} "
