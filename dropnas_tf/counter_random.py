@@ -5,8 +5,8 @@ algorithm when a function is compiled with XLA (checked on TensorFlow 2.21 on
 CPU). A step compiled with `jit_compile=True` would then drop other operations
 and other samples than the same step run without it. The draws here are built
 from 32-bit integer arithmetic alone, which every backend computes exactly the
-same way: each value hashes (seed words, element index) with an integer mixer
-(two rounds) and keeps the top 24 bits as a float32 in [0, 1).
+same way. Each value hashes (seed words, element index) with two rounds of an
+integer mixer and keeps the top 24 bits as a float32 in [0, 1).
 
 The mixer is the two-multiply "lowbias32" finalizer (xor-shift, multiply,
 xor-shift, multiply, xor-shift), which passes common avalanche tests; masks

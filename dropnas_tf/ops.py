@@ -103,10 +103,10 @@ class BatchNorm(keras.layers.Layer):
         self.moving_variance = self._moving_statistic("moving_variance", channels, "ones")
 
     def _moving_statistic(self, name, channels, initializer):
-        # Synchronized on read, as in tf.keras 2: every replica updates its own
-        # copy without a cross-replica call, which MirroredStrategy forbids
-        # inside the tf.cond of a mixed operation; reading outside replica
-        # context (checkpoints, export) gives the mean over replicas.
+        # Synchronized on read, as in tf.keras 2, so every replica updates its
+        # own copy without the cross-replica call that MirroredStrategy forbids
+        # inside a mixed operation's tf.cond. Reads outside replica context
+        # (checkpoints, export) give the mean over replicas.
         with keras.name_scope(self.name, caller=self):
             variable = keras.Variable(
                 initializer=keras.initializers.get(initializer), shape=(channels,),
