@@ -75,8 +75,9 @@ def define_run_flags():
     flags.DEFINE_bool(
         "deterministic", False,
         "Use deterministic op implementations and run one op at a time, so that "
-        "a rerun or a resumed run matches an uninterrupted one bit for bit. "
-        "Slower: about 1.6x the search step time on a 2-core CPU.")
+        "a rerun or a resumed run matches an uninterrupted one bit for bit "
+        "(training and small searches; docs/distribution.md lists the known "
+        "issue). Slower: about 1.3x the search step time on a 2-core CPU.")
     flags.DEFINE_bool(
         "overwrite", False,
         "Start afresh in --model_dir, deleting the outputs of an earlier run there "
@@ -90,9 +91,12 @@ def apply_runtime_flags():
     distribute.split_cpu(flags.FLAGS.cpu_replicas)
     if flags.FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-        # Deterministic kernels are not enough on CPU: the AddN kernel moves
-        # whichever input buffer it can reuse to the front of its sum, and
-        # which one that is depends on the order concurrent ops finish. The
-        # search sums many branches (and their gradients) with AddN, so its
-        # runs drifted apart in the last bits. One op at a time fixes the order.
+        # Deterministic kernels are not enough on CPU. TensorFlow's AddN kernel
+        # moves whichever input buffer it can reuse to the front of its sum,
+        # and which one that is depends on the order in which other ops
+        # finish. The search sums many branches and their gradients, so its
+        # runs drifted apart in the last bits. Both settings below are needed
+        # (docs/distribution.md): one op at a time, and no arithmetic
+        # optimizer, which would fuse the forward sums into AddN ops.
         tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})

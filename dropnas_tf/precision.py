@@ -19,18 +19,40 @@ def set_policy(name):
     keras.mixed_precision.set_dtype_policy(name)
 
 
-def check_replicas(policy, replicas):
-    """Raises ValueError for float16 loss scaling over several replicas.
+def run_if_finite(finite, update, args):
+    """Calls `update(*args)` from a replica step only when `finite` holds.
 
-    A float16 step that overflows is skipped inside a `tf.cond`. The optimizer
-    updates in that branch need a cross-replica call, which MirroredStrategy
-    does not allow inside control flow.
+    A float16 step whose all-reduced gradients overflow must be skipped. With
+    several replicas the Keras optimizers apply updates through a
+    cross-replica call, which MirroredStrategy does not allow inside a
+    `tf.cond` in replica context. So, as Keras's LossScaleOptimizer does, the
+    condition moves into cross-replica context and the update runs again per
+    replica inside it. Every replica sees the same all-reduced gradients and
+    so the same `finite`.
+
+    Args:
+      finite: a scalar bool tensor, the same on every replica.
+      update: a function of `args` that applies the step; returns nothing.
+      args: a tuple of tensors or nested lists of tensors.
     """
-    if policy == "mixed_float16" and replicas > 1:
-        raise ValueError(
-            f"--mixed_precision=mixed_float16 is not supported with {replicas} replicas "
-            "yet: its overflow skip cannot run under MirroredStrategy. Use "
-            "--mixed_precision=mixed_bfloat16 (no loss scaling needed) or one replica.")
+    def run_update():
+        update(*args)
+        return tf.constant(True)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, run_update, lambda: tf.constant(False))
+        return
+
+    def cross_replica(distribution, finite, *args):
+        finite = distribution.experimental_local_results(finite)[0]
+
+        def run_per_replica():
+            distribution.extended.call_for_each_replica(update, args=args)
+            return tf.constant(True)
+
+        tf.cond(finite, run_per_replica, lambda: tf.constant(False))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, *args))
 
 
 class DynamicLossScale:

@@ -354,12 +354,8 @@ class Trainer:
             tf.distribute.ReduceOp.SUM, gradients)
         if self.loss_scale:
             gradients, finite = self.loss_scale.unscale(gradients)
-
-            def apply_if_finite():
-                self._apply(gradients, variables)
-                return tf.constant(True)
-
-            tf.cond(finite, apply_if_finite, lambda: tf.constant(False))
+            precision.run_if_finite(
+                finite, lambda gradients: self._apply(gradients, variables), (gradients,))
             self.loss_scale.update(finite)
         else:
             self._apply(gradients, variables)
@@ -467,7 +463,6 @@ def _run_training(config, guard):
                                         config.tpu_zone, config.gcp_project)
     replicas = strategy.num_replicas_in_sync
     try:
-        precision.check_replicas(config.mixed_precision, replicas)
         distribute.check_jit_compile(strategy, config.jit_compile)
     except ValueError as error:
         raise ConfigError(str(error)) from None

@@ -229,7 +229,6 @@ class _SearchRun:
             config.tpu_zone, config.gcp_project)
         replicas = self.strategy.num_replicas_in_sync
         try:
-            precision.check_replicas(config.mixed_precision, replicas)
             distribute.check_jit_compile(self.strategy, config.jit_compile)
         except ValueError as error:
             raise errors.UserInputError(str(error)) from None

@@ -23,7 +23,7 @@ import math
 
 import tensorflow as tf
 
-from dropnas_tf import optimizers
+from dropnas_tf import optimizers, precision
 from dropnas_tf.search import dropout
 from dropnas_tf.search.network import NORMAL, REDUCE
 
@@ -180,12 +180,11 @@ class SearchStep:
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         if self.loss_scale:
             gradients, finite = self.loss_scale.unscale(gradients)
-
-            def update_if_finite():
-                self._update(gradients, masks, alpha_before, warmup)
-                return tf.constant(True)
-
-            tf.cond(finite, update_if_finite, lambda: tf.constant(False))
+            precision.run_if_finite(
+                finite,
+                lambda gradients, masks, alpha_before: self._update(
+                    gradients, masks, alpha_before, warmup),
+                (gradients, masks, alpha_before))
             self.loss_scale.update(finite)
         else:
             self._update(gradients, masks, alpha_before, warmup)
