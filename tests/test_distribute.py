@@ -43,7 +43,7 @@ def _assert_same_checkpoints(read, first, second):
 def _search_args(data_dir, model_dir):
     return ("--dataset=image_folder", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
             "--train_examples=48", "--image_size=8", "--batch_size=16", "--epochs=1",
-            "--layers=3", "--init_channels=8", "--nodes=2", "--drop_rate_param=0.3",
+            "--layers=3", "--init_channels=4", "--nodes=2", "--drop_rate_param=0.3",
             "--drop_rate_nonparam=0.3", "--deterministic", "--steps_per_loop=1")
 
 
