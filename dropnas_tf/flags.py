@@ -91,12 +91,7 @@ def apply_runtime_flags():
     distribute.split_cpu(flags.FLAGS.cpu_replicas)
     if flags.FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-        # Deterministic kernels are not enough on CPU. TensorFlow's AddN kernel
-        # moves whichever input buffer it can reuse to the front of its sum,
-        # and which one that is depends on the order in which other ops
-        # finish. The search sums many branches and their gradients, so its
-        # runs drifted apart in the last bits. Both settings below are needed
-        # (docs/distribution.md): one op at a time, and no arithmetic
-        # optimizer, which would fuse the forward sums into AddN ops.
+        # The CPU AddN kernel sums in an order that depends on which ops have
+        # finished, so concurrent ops and fused sums vary the last bits.
         tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})

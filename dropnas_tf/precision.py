@@ -27,8 +27,8 @@ def run_if_finite(finite, update, args):
     cross-replica call, which MirroredStrategy does not allow inside a
     `tf.cond` in replica context. So, as Keras's LossScaleOptimizer does, the
     condition moves into cross-replica context and the update runs again per
-    replica inside it. Every replica sees the same all-reduced gradients and
-    so the same `finite`.
+    replica inside it. The gradients are all-reduced, so `finite` is the same
+    on every replica.
 
     Args:
       finite: a scalar bool tensor, the same on every replica.
