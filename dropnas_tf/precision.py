@@ -20,7 +20,7 @@ def set_policy(name):
 
 
 def run_if_finite(finite, update, args):
-    """Calls `update(*args)` from a replica step only when `finite` holds.
+    """Calls `update(*args)` from a replica step only when `finite` is true.
 
     A float16 step whose all-reduced gradients overflow must be skipped. With
     several replicas the Keras optimizers apply updates through a

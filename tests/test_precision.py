@@ -133,7 +133,7 @@ print("mirrored float16 ok")
 """
 
 
-def test_float16_search_under_mirrored_strategy_skips_overflow():
+def test_mirrored_float16_skips_overflow():
     """Two CPU replicas: finite steps apply on both, an overflowing one on neither."""
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",

@@ -42,7 +42,7 @@ def run_to_end(job, model_dir, data_dir):
 
 
 def latest_checkpoint_name(model_dir):
-    """The checkpoint named by the state file, which is written after the checkpoint itself."""
+    """Returns the checkpoint named in the state file, which TensorFlow writes last."""
     try:
         with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as state:
             match = re.search(r'^model_checkpoint_path: "(.*)"$', state.read(), re.MULTILINE)

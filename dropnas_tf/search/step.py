@@ -19,6 +19,7 @@ mirrored variables stay identical.
 """
 
 import dataclasses
+import functools
 import math
 
 import tensorflow as tf
@@ -181,9 +182,7 @@ class SearchStep:
         if self.loss_scale:
             gradients, finite = self.loss_scale.unscale(gradients)
             precision.run_if_finite(
-                finite,
-                lambda gradients, masks, alpha_before: self._update(
-                    gradients, masks, alpha_before, warmup),
+                finite, functools.partial(self._update, warmup=warmup),
                 (gradients, masks, alpha_before))
             self.loss_scale.update(finite)
         else:
