@@ -64,21 +64,36 @@ def make_strategy(name, num_gpus=0, cpu_replicas=1, tpu=None, tpu_zone=None,
     )
 
 
-def check_jit_compile(strategy, jit_compile):
-    """Raises ValueError for XLA over several logical CPU devices.
+def compiles_whole_step(strategy):
+    """Returns whether XLA compiles a whole replica step under `strategy`.
 
-    TensorFlow places the compiled step of every replica on the first CPU
-    device, so the second replica's variables are out of its reach (seen with
-    --cpu_replicas=2 on TensorFlow 2.21).
+    Over several replicas, MirroredStrategy's all-reduce inside a step
+    needs a merge call, which a compiled function cannot contain, and TensorFlow
+    2.21 places a compiled step of every logical CPU replica on the first CPU.
+    There only the forward and backward pass are compiled, once per replica
+    device, and the all-reduce and the updates run around them. One replica
+    and TPUStrategy compile the whole step.
+
+    NOTE: the per-replica compilation has run on logical CPU devices only,
+    not yet on several GPUs.
     """
-    if not jit_compile or strategy.num_replicas_in_sync < 2:
-        return
-    cpus = [d for d in strategy.extended.worker_devices if "CPU" in d.upper()]
-    if len(cpus) > 1:
+    return (strategy.num_replicas_in_sync == 1
+            or isinstance(strategy, tf.distribute.TPUStrategy))
+
+
+def check_jit_compile(strategy, jit_compile, sync_batch_norm):
+    """Raises ValueError for XLA with synchronized batch normalization.
+
+    Where only the forward and backward pass are compiled
+    (`compiles_whole_step`), they cannot contain the all-reduce of synchronized
+    batch normalization.
+    """
+    if jit_compile and sync_batch_norm and not compiles_whole_step(strategy):
         raise ValueError(
-            f"--jit_compile cannot run over {len(cpus)} logical CPU replicas: XLA places "
-            "every replica's step on the first CPU device. Drop --jit_compile or use "
-            "--cpu_replicas=1.")
+            f"--jit_compile cannot be combined with --sync_batch_norm over "
+            f"{strategy.num_replicas_in_sync} replicas: XLA compiles each replica's "
+            "forward pass alone, and synchronized batch normalization all-reduces "
+            "inside it. Drop one of the two flags.")
 
 
 def accelerator_present(strategy_name):

@@ -77,7 +77,14 @@ def define_run_flags():
         "Use deterministic op implementations and run one op at a time, so that "
         "a rerun or a resumed run matches an uninterrupted one bit for bit "
         "(training and small searches; docs/distribution.md lists the known "
-        "issue). Slower: about 1.3x the search step time on a 2-core CPU.")
+        "issue). Slower: about 1.3x the search step time on a 2-core CPU. Turns "
+        "--jit_compile off by default.")
+    flags.register_multi_flags_validator(
+        ["deterministic", "jit_compile"],
+        lambda values: not (values["deterministic"] and values["jit_compile"]),
+        message="--deterministic cannot be combined with --jit_compile: TensorFlow "
+        "has no deterministic XLA kernel for the max-pool gradient. Drop one of the "
+        "two flags.")
     flags.DEFINE_bool(
         "overwrite", False,
         "Start afresh in --model_dir, deleting the outputs of an earlier run there "
@@ -90,6 +97,8 @@ def apply_runtime_flags():
 
     distribute.split_cpu(flags.FLAGS.cpu_replicas)
     if flags.FLAGS.deterministic:
+        if flags.FLAGS.jit_compile is None:
+            flags.FLAGS.jit_compile = False
         tf.config.experimental.enable_op_determinism()
         # The CPU AddN kernel sums in an order that depends on which ops have
         # finished, so concurrent ops and fused sums vary the last bits.

@@ -28,6 +28,7 @@ def conv_initializer():
 # managers below rather than passed through every operation's constructor.
 _SYNCHRONIZED = [False]
 _UPDATE_CONDITIONS = []
+_FROZEN = [False]
 
 
 @contextlib.contextmanager
@@ -57,6 +58,21 @@ def moving_statistics_update_condition(condition):
         yield
     finally:
         _UPDATE_CONDITIONS.pop()
+
+
+@contextlib.contextmanager
+def frozen_moving_statistics():
+    """Keeps `BatchNorm` layers called inside the block from updating their
+    moving statistics.
+
+    For a forward pass that is run a second time to get its gradient, so that
+    the statistics are updated once per step.
+    """
+    _FROZEN.append(True)
+    try:
+        yield
+    finally:
+        _FROZEN.pop()
 
 
 def batch_norm(affine, name=None):
@@ -140,6 +156,8 @@ class BatchNorm(keras.layers.Layer):
         return y
 
     def _update_moving(self, mean, variance):
+        if _FROZEN[-1]:
+            return
         if _UPDATE_CONDITIONS:
             condition = _UPDATE_CONDITIONS[-1]
             mean = tf.where(condition, mean, self.moving_mean)

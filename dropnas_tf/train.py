@@ -316,9 +316,12 @@ class Trainer:
             items.update(self.loss_scale.checkpoint_items())
         self.checkpoint = tf.train.Checkpoint(**items)
         self.replica_train_step = self._replica_train_step
-        if config.jit_compile:
+        self._gradients = self._forward_backward
+        if config.jit_compile and distribute.compiles_whole_step(strategy):
             self.replica_train_step = tf.function(self._replica_train_step,
                                                   jit_compile=True)
+        elif config.jit_compile:
+            self._gradients = tf.function(self._forward_backward, jit_compile=True)
         self.train_loop = tf.function(self._train_loop)
         self.eval_step = tf.function(self._eval_step)
 
@@ -330,9 +333,9 @@ class Trainer:
                 label_smoothing=self.config.label_smoothing)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
 
-    def _replica_train_step(self, images, labels):
+    def _forward_backward(self, images, labels):
+        """Returns the summed loss, logits and this replica's gradients."""
         config = self.config
-        variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
             if self.auxiliary:
@@ -349,7 +352,11 @@ class Trainer:
             loss = loss_sum / config.batch_size
             if self.loss_scale:
                 loss = self.loss_scale.scale_loss(loss)
-        gradients = tape.gradient(loss, variables)
+        return loss_sum, logits, tape.gradient(loss, self.model.trainable_variables)
+
+    def _replica_train_step(self, images, labels):
+        variables = self.model.trainable_variables
+        loss_sum, logits, gradients = self._gradients(images, labels)
         gradients = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, gradients)
         if self.loss_scale:
@@ -463,7 +470,7 @@ def _run_training(config, guard):
                                         config.tpu_zone, config.gcp_project)
     replicas = strategy.num_replicas_in_sync
     try:
-        distribute.check_jit_compile(strategy, config.jit_compile)
+        distribute.check_jit_compile(strategy, config.jit_compile, config.sync_batch_norm)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if config.batch_size % replicas:

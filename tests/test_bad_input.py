@@ -141,6 +141,18 @@ def test_batch_not_divisible_by_replicas(run_module, model_dir, cifar10_dir):
                     model_dir=model_dir)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--deterministic", "--jit_compile"),
+     "--deterministic cannot be combined with --jit_compile"),
+    (("--strategy=mirrored", "--cpu_replicas=2", "--sync_batch_norm", "--jit_compile"),
+     "--jit_compile cannot be combined with --sync_batch_norm over 2 replicas"),
+], ids=["deterministic", "sync_batch_norm"])
+def test_xla_flag_conflicts(run_module, model_dir, cifar10_dir, flags, message):
+    result = run_module("dropnas_tf.search", f"--model_dir={model_dir}",
+                        f"--data_dir={cifar10_dir}", *TINY_SEARCH, *flags)
+    assert_rejected(result, message, model_dir=model_dir)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda g: g["normal"].__setitem__(1, ["conv_9x9", 0]),
      "'normal' node 2 (pair 1): unknown operation 'conv_9x9'"),

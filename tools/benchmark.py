@@ -58,6 +58,8 @@ flags.DEFINE_integer("cpu_replicas", 1, "Logical CPU devices for --strategy=mirr
 flags.DEFINE_bool("sync_batch_norm", False,
                   "Normalize with global-batch statistics across replicas (the search "
                   "then computes dropped operations and masks them out).")
+flags.DEFINE_bool("recompute_cells", False,
+                  "Search: recompute each cell in the backward pass.")
 flags.DEFINE_string("data_dir", os.path.join(REPO_ROOT, "..", "shared", "datasets",
                                              "cifar10-jpeg"),
                     "Image folder for --step=input.")
@@ -134,6 +136,7 @@ def measure():
         "drop_rate_nonparam": FLAGS.drop_rate_nonparam,
         "strategy": FLAGS.strategy, "replicas": strategy.num_replicas_in_sync,
         "sync_batch_norm": FLAGS.sync_batch_norm,
+        "recompute_cells": FLAGS.recompute_cells,
         "build_seconds": round(build_seconds, 2),
         "first_call_seconds": round(first_call, 2),
         "median_step_seconds": round(median, 4),
@@ -152,12 +155,13 @@ def build_search_step(strategy, shape, batch):
     from dropnas_tf.search.step import SearchStep, StepConfig
 
     network = SearchNetwork(10, shape["channels"], shape["layers"], shape["nodes"],
-                            space=search_space.SEARCH_SPACES["original"])
+                            space=search_space.SEARCH_SPACES["original"],
+                            recompute_cells=FLAGS.recompute_cells)
     network.build_variables((32, 32, 3))
     config = StepConfig(steps_per_epoch=1000, drop_rate_param=FLAGS.drop_rate_param,
                         drop_rate_nonparam=FLAGS.drop_rate_nonparam)
     step = SearchStep(network, config, batch)
-    step_fn = tf.function(step, jit_compile=True) if FLAGS.jit_compile else step
+    step_fn = step.replica_function(strategy, jit_compile=FLAGS.jit_compile)
 
     @tf.function
     def run(iterator):
@@ -224,6 +228,8 @@ def markdown_row(result):
     options = [f"{result['replicas']} replica(s)"]
     if result.get("sync_batch_norm"):
         options.append("sync BN")
+    if result.get("recompute_cells"):
+        options.append("recomputed cells")
     if result["jit_compile"]:
         options.append("XLA")
     if result["mixed_precision"] != "float32":

@@ -35,13 +35,16 @@ class DropPath(keras.layers.Layer):
             shape=(), initializer=keras.initializers.Constant(self.initial_rate),
             trainable=False, name="rate",
         )
-        # A call counter: with the seed and the replica index it forms the
-        # stateless seed of each call. Every replica increments its own copy
-        # and the copies stay equal, so the first replica's value is kept.
-        self.counter = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False,
-            aggregation="only_first_replica", name="counter",
-        )
+        # A call counter: with the seed it forms the stateless seed of each
+        # call. Every replica increments its own copy without a cross-replica
+        # call (a step compiled per replica cannot make one); the copies stay
+        # equal, so reads and checkpoints take the first replica's.
+        with keras.name_scope(self.name, caller=self):
+            self.counter = keras.Variable(
+                initializer="zeros", shape=(), dtype="int32", trainable=False,
+                synchronization="on_read", aggregation="only_first_replica",
+                name="counter")
+        self._track_variable(self.counter)
         self.built = True
 
     def call(self, x, training=None):

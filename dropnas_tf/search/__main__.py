@@ -67,6 +67,11 @@ def define_search_flags():
         "memory_check", True,
         "Refuse to start when the estimated memory need exceeds the host's "
         "available memory (CPU runs only).")
+    flags.DEFINE_bool(
+        "recompute_cells", False,
+        "Run each cell's forward pass again in the backward pass instead of "
+        "keeping its intermediate tensors: much less memory for about a third "
+        "more time per step (docs/benchmarks.md).")
 
 
 def config_from_flags():

@@ -43,7 +43,7 @@ class SearchNetwork(keras.Model):
 
     def __init__(self, num_classes, channels=16, num_cells=14, num_nodes=4,
                  stem_multiplier=3, space=search_space.SEARCH_SPACES["original"],
-                 **kwargs):
+                 recompute_cells=False, **kwargs):
         super().__init__(**kwargs)
         if num_cells < 3:
             raise ValueError(
@@ -57,6 +57,7 @@ class SearchNetwork(keras.Model):
         self.num_nodes = num_nodes
         self.stem_multiplier = stem_multiplier
         self.space = space
+        self.recompute_cells = recompute_cells
         self.num_edges = search_space.num_edges(num_nodes)
 
         self.stem_conv = keras.layers.Conv2D(
@@ -116,8 +117,11 @@ class SearchNetwork(keras.Model):
                 alpha, mask = self.alpha_reduce, masks[REDUCE]
             else:
                 alpha, mask = self.alpha_normal, masks[NORMAL]
-            s0, s1 = s1, cell(s0, s1, tf.convert_to_tensor(alpha), mask,
-                              training=training)
+            alpha = tf.convert_to_tensor(alpha)
+            if self.recompute_cells and training:
+                s0, s1 = s1, _recomputed_call(cell, s0, s1, alpha, mask)
+            else:
+                s0, s1 = s1, cell(s0, s1, alpha, mask, training=training)
         pooled = tf.reduce_mean(s1, axis=[1, 2])
         return self.classifier(pooled)
 
@@ -143,5 +147,35 @@ class SearchNetwork(keras.Model):
         config.update(num_classes=self.num_classes, channels=self.channels,
                       num_cells=self.num_cells, num_nodes=self.num_nodes,
                       stem_multiplier=self.stem_multiplier,
-                      search_space=self.space.name)
+                      search_space=self.space.name,
+                      recompute_cells=self.recompute_cells)
         return config
+
+
+def _recomputed_call(cell, s0, s1, alpha, mask):
+    """Calls `cell` in training mode and runs it again for its gradient.
+
+    The backward pass then keeps one cell's intermediate tensors at a time
+    instead of the whole network's, for about one more forward pass of
+    compute. The second run leaves the batch-norm moving statistics alone.
+    """
+    @tf.custom_gradient
+    def forward(s0, s1, alpha):
+        output = cell(s0, s1, alpha, mask, training=True)
+
+        def backward(upstream, variables=None):
+            # Fresh tensors: the first cell gets the stem output as both s0
+            # and s1, whose gradient would otherwise count both uses twice.
+            inputs = [tf.identity(s0), tf.identity(s1), tf.identity(alpha)]
+            variables = list(variables or [])
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                with ops.frozen_moving_statistics():
+                    recomputed = cell(*inputs, mask, training=True)
+            gradients = tape.gradient(recomputed, inputs + variables,
+                                      output_gradients=upstream)
+            return gradients[:3], gradients[3:]
+
+        return output, backward
+
+    return forward(s0, s1, alpha)

@@ -15,7 +15,6 @@ Outputs in `model_dir`:
 """
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -44,7 +43,8 @@ from dropnas_tf.search.step import SearchStep, StepConfig
 RUNTIME_FIELDS = ("model_dir", "overwrite", "steps_per_loop", "data_dir", "download",
                   "strategy", "num_gpus", "cpu_replicas", "tpu", "tpu_zone",
                   "gcp_project", "jit_compile", "checkpoint_every_steps",
-                  "memory_check", "max_skip_connect", "sync_batch_norm")
+                  "memory_check", "max_skip_connect", "sync_batch_norm",
+                  "recompute_cells")
 # Files and folders of a search; --overwrite deletes them.
 OUTPUTS = ("checkpoints", "tensorboard", "alphas.jsonl", "metrics.jsonl",
            "genotype.json", "genotype.txt", "search_summary.json")
@@ -94,6 +94,7 @@ class SearchConfig:
     mixed_precision: str = "float32"
     checkpoint_every_steps: int = 0
     memory_check: bool = True
+    recompute_cells: bool = False
     max_skip_connect: int = -1
     overwrite: bool = False
 
@@ -169,7 +170,7 @@ def _check_memory(config, network, image_shape, replicas):
         config.layers, config.init_channels, config.nodes,
         config.batch_size // replicas, image_shape[0],
         sum(int(np.prod(v.shape)) for v in network.weight_variables),
-        config.stem_multiplier)
+        config.stem_multiplier, config.recompute_cells)
     available = run_utils.available_memory_bytes()
     logging.info("Estimated memory need: %.1f GiB per replica (%s GiB available on "
                  "the host).", estimate / run_utils.GIB,
@@ -179,19 +180,22 @@ def _check_memory(config, network, image_shape, replicas):
             and estimate * replicas > available):
         raise errors.UserInputError(
             f"This search needs about {estimate * replicas / run_utils.GIB:.1f} GiB "
-            f"but the host has {available / run_utils.GIB:.1f} GiB available. Lower "
-            f"--batch_size={config.batch_size}, --layers={config.layers} or "
-            f"--init_channels={config.init_channels}, or pass --nomemory_check to "
-            "try anyway.")
+            f"but the host has {available / run_utils.GIB:.1f} GiB available. "
+            f"{_memory_advice(config)}, or pass --nomemory_check to try anyway.")
     return estimate
+
+
+def _memory_advice(config):
+    advice = "Pass --recompute_cells, or lower" if not config.recompute_cells else "Lower"
+    return (f"{advice} --batch_size={config.batch_size}, --layers={config.layers} or "
+            f"--init_channels={config.init_channels}")
 
 
 def _out_of_memory_message(config, estimate):
     return (
         f"The search ran out of memory (estimated need {estimate / run_utils.GIB:.1f} "
-        f"GiB per replica). Lower --batch_size={config.batch_size}, "
-        f"--layers={config.layers} or --init_channels={config.init_channels}, or "
-        "spread the batch over more replicas with --strategy.")
+        f"GiB per replica). {_memory_advice(config)}, or spread the batch over more "
+        "replicas with --strategy.")
 
 
 def run_search(config):
@@ -229,7 +233,8 @@ class _SearchRun:
             config.tpu_zone, config.gcp_project)
         replicas = self.strategy.num_replicas_in_sync
         try:
-            distribute.check_jit_compile(self.strategy, config.jit_compile)
+            distribute.check_jit_compile(self.strategy, config.jit_compile,
+                                         config.sync_batch_norm)
         except ValueError as error:
             raise errors.UserInputError(str(error)) from None
         if config.batch_size % replicas:
@@ -267,7 +272,8 @@ class _SearchRun:
         with self.strategy.scope(), ops.synchronized_batch_norm(config.sync_batch_norm):
             self.network = SearchNetwork(self.split.num_classes, config.init_channels,
                                          config.layers, config.nodes,
-                                         config.stem_multiplier, self.space)
+                                         config.stem_multiplier, self.space,
+                                         recompute_cells=config.recompute_cells)
             self.network.build_variables(self.image_shape)
             loss_scale = None
             if config.mixed_precision == "mixed_float16":
@@ -316,9 +322,7 @@ class _SearchRun:
         if warmup in self.loops:
             return self.loops[warmup]
         strategy = self.strategy
-        step_fn = functools.partial(self.step, warmup=warmup)
-        if self.config.jit_compile:
-            step_fn = tf.function(step_fn, jit_compile=True)
+        step_fn = self.step.replica_function(strategy, warmup, self.config.jit_compile)
         alpha_shape = (2,) + tuple(self.network.alpha_normal.shape)
 
         @tf.function

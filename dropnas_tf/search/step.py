@@ -24,7 +24,7 @@ import math
 
 import tensorflow as tf
 
-from dropnas_tf import optimizers, precision
+from dropnas_tf import distribute, optimizers, precision
 from dropnas_tf.search import dropout
 from dropnas_tf.search.network import NORMAL, REDUCE
 
@@ -83,6 +83,7 @@ class SearchStep:
     """
 
     def __init__(self, network, config, global_batch_size, loss_scale=None):
+        self._gradients = self._forward_backward
         if config.method not in ("dropnas", "darts"):
             raise ValueError(
                 f"`method` must be 'dropnas' or 'darts', received: {config.method!r}")
@@ -111,6 +112,21 @@ class SearchStep:
             space, rate_param, rate_nonparam)
         self.membership = dropout.group_membership(space)
         self._participation = network.weight_participation()
+
+    def replica_function(self, strategy, warmup=False, jit_compile=False):
+        """Returns the function of (images, labels) to pass to `strategy.run`.
+
+        With `jit_compile`, XLA compiles the whole step where the strategy
+        allows it, else only the forward and backward pass
+        (`distribute.compiles_whole_step`).
+        """
+        step_fn = functools.partial(self, warmup=warmup)
+        if not jit_compile:
+            return step_fn
+        if distribute.compiles_whole_step(strategy):
+            return tf.function(step_fn, jit_compile=True)
+        self._gradients = tf.function(self._forward_backward, jit_compile=True)
+        return step_fn
 
     def epoch_of(self, step):
         return step // self.config.steps_per_epoch
@@ -166,18 +182,7 @@ class SearchStep:
         alpha_before = tf.stack([tf.convert_to_tensor(a) for a in network.alpha_variables])
         rho = dropout.kept_share(alpha_before, masks)
 
-        weights = network.weight_variables
-        alphas = network.alpha_variables
-        with tf.GradientTape() as tape:
-            logits = tf.cast(network((images, masks), training=True), tf.float32)
-            per_example = tf.keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
-            loss = tf.reduce_sum(per_example) / self.global_batch_size
-            scaled_loss = self.loss_scale.scale_loss(loss) if self.loss_scale else loss
-        gradients = tape.gradient(scaled_loss, weights + alphas)
-        # Eagerly, the weights of dropped operations have no gradient at all.
-        gradients = [tf.zeros_like(v) if g is None else g
-                     for g, v in zip(gradients, weights + alphas)]
+        logits, loss, gradients = self._gradients(images, labels, masks)
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         if self.loss_scale:
             gradients, finite = self.loss_scale.unscale(gradients)
@@ -187,7 +192,7 @@ class SearchStep:
             self.loss_scale.update(finite)
         else:
             self._update(gradients, masks, alpha_before, warmup)
-        alpha_gradients = tf.abs(tf.stack(gradients[len(weights):]))
+        alpha_gradients = tf.abs(tf.stack(gradients[len(network.weight_variables):]))
 
         self.global_step.assign_add(1)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -201,6 +206,22 @@ class SearchStep:
             "kept_share": tf.reduce_mean(rho),
             "alpha_gradient": alpha_gradients,
         }
+
+    def _forward_backward(self, images, labels, masks):
+        """Returns logits, the loss and this replica's gradients of w and alpha."""
+        network = self.network
+        variables = network.weight_variables + network.alpha_variables
+        with tf.GradientTape() as tape:
+            logits = tf.cast(network((images, masks), training=True), tf.float32)
+            per_example = tf.keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True)
+            loss = tf.reduce_sum(per_example) / self.global_batch_size
+            scaled_loss = self.loss_scale.scale_loss(loss) if self.loss_scale else loss
+        gradients = tape.gradient(scaled_loss, variables)
+        # Eagerly, the weights of dropped operations have no gradient at all.
+        gradients = [tf.zeros_like(v) if g is None else g
+                     for g, v in zip(gradients, variables)]
+        return logits, loss, gradients
 
     def _update(self, gradients, masks, alpha_before, warmup):
         """Applies the all-reduced gradients, the partial decay and the adjustment."""
