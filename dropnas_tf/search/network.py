@@ -166,7 +166,10 @@ def _recomputed_call(cell, s0, s1, alpha, mask):
         def backward(upstream, variables=None):
             # Fresh tensors: the first cell gets the stem output as both s0
             # and s1, whose gradient would otherwise count both uses twice.
-            inputs = [tf.identity(s0), tf.identity(s1), tf.identity(alpha)]
+            # The control dependency keeps Grappler from merging the second
+            # run with the first, which would keep the first run's tensors.
+            with tf.control_dependencies(tf.nest.flatten(upstream)):
+                inputs = [tf.identity(s0), tf.identity(s1), tf.identity(alpha)]
             variables = list(variables or [])
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
