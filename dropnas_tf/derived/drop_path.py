@@ -35,10 +35,8 @@ class DropPath(keras.layers.Layer):
             shape=(), initializer=keras.initializers.Constant(self.initial_rate),
             trainable=False, name="rate",
         )
-        # A call counter: with the seed it forms the stateless seed of each
-        # call. Every replica increments its own copy without a cross-replica
-        # call (a step compiled per replica cannot make one); the copies stay
-        # equal, so reads and checkpoints take the first replica's.
+        # A call counter that, with the seed, seeds each call. Every replica
+        # increments its own copy with no cross-replica call, and the copies stay equal.
         with keras.name_scope(self.name, caller=self):
             self.counter = keras.Variable(
                 initializer="zeros", shape=(), dtype="int32", trainable=False,

@@ -83,7 +83,6 @@ class SearchStep:
     """
 
     def __init__(self, network, config, global_batch_size, loss_scale=None):
-        self._gradients = self._forward_backward
         if config.method not in ("dropnas", "darts"):
             raise ValueError(
                 f"`method` must be 'dropnas' or 'darts', received: {config.method!r}")
@@ -112,13 +111,15 @@ class SearchStep:
             space, rate_param, rate_nonparam)
         self.membership = dropout.group_membership(space)
         self._participation = network.weight_participation()
+        self._gradients = self._forward_backward
 
     def replica_function(self, strategy, warmup=False, jit_compile=False):
         """Returns the function of (images, labels) to pass to `strategy.run`.
 
         With `jit_compile`, XLA compiles the whole step where the strategy
         allows it, else only the forward and backward pass
-        (`distribute.compiles_whole_step`).
+        (`distribute.compiles_whole_step`). In that second case every later
+        call of this step compiles them too.
         """
         step_fn = functools.partial(self, warmup=warmup)
         if not jit_compile:
