@@ -81,6 +81,17 @@ def compiles_whole_step(strategy):
             or isinstance(strategy, tf.distribute.TPUStrategy))
 
 
+def compile_replica_step(strategy, step_fn, forward_backward):
+    """Returns (step_fn, forward_backward) with the part XLA compiles compiled.
+
+    `step_fn` is a whole replica step that calls `forward_backward`; which of
+    the two is compiled follows `compiles_whole_step`.
+    """
+    if compiles_whole_step(strategy):
+        return tf.function(step_fn, jit_compile=True), forward_backward
+    return step_fn, tf.function(forward_backward, jit_compile=True)
+
+
 def check_jit_compile(strategy, jit_compile, sync_batch_norm):
     """Raises ValueError for XLA with synchronized batch normalization.
 

@@ -65,7 +65,7 @@ def frozen_moving_statistics():
     """Keeps `BatchNorm` layers called inside the block from updating their
     moving statistics.
 
-    For a forward pass that is run a second time to get its gradient, so that
+    A forward pass that runs a second time for its gradient uses it, so that
     the statistics are updated once per step.
     """
     _FROZEN.append(True)

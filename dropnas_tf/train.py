@@ -317,11 +317,9 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(**items)
         self.replica_train_step = self._replica_train_step
         self._gradients = self._forward_backward
-        if config.jit_compile and distribute.compiles_whole_step(strategy):
-            self.replica_train_step = tf.function(self._replica_train_step,
-                                                  jit_compile=True)
-        elif config.jit_compile:
-            self._gradients = tf.function(self._forward_backward, jit_compile=True)
+        if config.jit_compile:
+            self.replica_train_step, self._gradients = distribute.compile_replica_step(
+                strategy, self._replica_train_step, self._forward_backward)
         self.train_loop = tf.function(self._train_loop)
         self.eval_step = tf.function(self._eval_step)
 

@@ -122,11 +122,9 @@ class SearchStep:
         call of this step compiles them too.
         """
         step_fn = functools.partial(self, warmup=warmup)
-        if not jit_compile:
-            return step_fn
-        if distribute.compiles_whole_step(strategy):
-            return tf.function(step_fn, jit_compile=True)
-        self._gradients = tf.function(self._forward_backward, jit_compile=True)
+        if jit_compile:
+            step_fn, self._gradients = distribute.compile_replica_step(
+                strategy, step_fn, self._forward_backward)
         return step_fn
 
     def epoch_of(self, step):
