@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from dropnas_tf import allocator
 from dropnas_tf import data
 from dropnas_tf import distribute
 from dropnas_tf import files
@@ -60,6 +61,9 @@ def define_flags():
                       "tf.distribute strategy of the search and training stages.")
     flags.DEFINE_integer("cpu_replicas", 1, "Logical CPU devices for --strategy=mirrored.",
                          lower_bound=1)
+    flags.DEFINE_enum("allocator", "auto", list(allocator.ALLOCATORS),
+                      "Memory allocator of the search and training stages (see "
+                      "python -m dropnas_tf.search --helpfull).")
 
 
 def data_args():
@@ -82,7 +86,7 @@ def run_pipeline(model_dir, seed):
     export_dir = os.path.join(model_dir, "saved_model")
     report_path = os.path.join(model_dir, "eval_report.json")
     runtime = [f"--seed={seed}", f"--strategy={FLAGS.strategy}",
-               f"--cpu_replicas={FLAGS.cpu_replicas}"]
+               f"--cpu_replicas={FLAGS.cpu_replicas}", f"--allocator={FLAGS.allocator}"]
 
     seconds = {}
     seconds["search"] = stages.run_stage(

@@ -65,6 +65,9 @@ flags.DEFINE_string("data_dir", os.path.join(REPO_ROOT, "..", "shared", "dataset
                     "Image folder for --step=input.")
 flags.DEFINE_integer("input_examples", 10000, "Images read by --step=input.",
                      lower_bound=1)
+flags.DEFINE_enum("allocator", "auto", ["auto", "jemalloc", "tcmalloc", "system"],
+                  "Memory allocator of the measuring process, as for the search "
+                  "command (auto: jemalloc, else tcmalloc, where installed).")
 flags.DEFINE_string("output_json", None, "Write the result to this JSON file.")
 flags.DEFINE_bool("record", False, "Append a row to docs/benchmarks.md.")
 flags.DEFINE_string("note", "", "Free text for the row's note column.")
@@ -95,7 +98,7 @@ def measure():
     import numpy as np
     import tensorflow as tf
 
-    from dropnas_tf import distribute, precision, run_utils
+    from dropnas_tf import allocator, distribute, precision, run_utils
 
     distribute.split_cpu(FLAGS.cpu_replicas if FLAGS.strategy == "mirrored" else 1)
     if FLAGS.step == "input":
@@ -137,6 +140,7 @@ def measure():
         "strategy": FLAGS.strategy, "replicas": strategy.num_replicas_in_sync,
         "sync_batch_norm": FLAGS.sync_batch_norm,
         "recompute_cells": FLAGS.recompute_cells,
+        "allocator": allocator.current(),
         "build_seconds": round(build_seconds, 2),
         "first_call_seconds": round(first_call, 2),
         "median_step_seconds": round(median, 4),
@@ -232,6 +236,8 @@ def markdown_row(result):
         options.append("recomputed cells")
     if result["jit_compile"]:
         options.append("XLA")
+    if result.get("allocator", "system") != "system":
+        options.append(result["allocator"])
     if result["mixed_precision"] != "float32":
         options.append(result["mixed_precision"])
     if result["step"] == "search":
@@ -251,7 +257,13 @@ def main(argv):
         return
     command = [sys.executable, os.path.abspath(__file__), "--single"] + [
         arg for arg in sys.argv[1:] if not arg.startswith(("--record", "--output_json"))]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    from dropnas_tf import allocator
+
+    try:
+        env = allocator.preload_environment(FLAGS.allocator) or dict(os.environ)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     process = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [l for l in process.stdout.splitlines() if l.startswith("RESULT ")]
     if process.returncode or not lines:
