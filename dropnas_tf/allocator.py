@@ -1,10 +1,10 @@
 """Runs a command under jemalloc or tcmalloc where the machine has one.
 
 TensorFlow on CPU allocates and frees many small blocks while it optimizes
-the search step's graph. glibc's malloc kept about 1.8 GiB of that freed
-memory in the small search (8 cells, C=16, batch 32), and spent much of the
-first call on it. Preloaded jemalloc shortened that first call from 178 s to
-96 s and lowered the peak from 7.9 to 6.4 GiB on a 2-core CPU
+the search step's graph. glibc's malloc kept about 1.7 GiB of that freed
+memory in the small search (8 cells, C=16, batch 32) and is slow at such
+work. With jemalloc preloaded, that search's first call fell from 235 s to
+174 s and its peak from 7.93 to 6.25 GiB on a 2-core CPU
 (docs/benchmarks.md). A library can only be preloaded before the process
 starts, so `reexec_if_needed` starts the same command again with
 `LD_PRELOAD` set. Only Linux is handled; elsewhere the system allocator stays.
