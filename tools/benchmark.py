@@ -29,6 +29,8 @@ from absl import flags
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from dropnas_tf import allocator  # noqa: E402  (imports no TensorFlow)
+
 # Named configurations: (cells, channels, batch size, nodes).
 CONFIGS = {
     "quick": {"layers": 5, "channels": 8, "batch_size": 64, "nodes": 4},
@@ -65,7 +67,7 @@ flags.DEFINE_string("data_dir", os.path.join(REPO_ROOT, "..", "shared", "dataset
                     "Image folder for --step=input.")
 flags.DEFINE_integer("input_examples", 10000, "Images read by --step=input.",
                      lower_bound=1)
-flags.DEFINE_enum("allocator", "auto", ["auto", "jemalloc", "tcmalloc", "system"],
+flags.DEFINE_enum("allocator", "auto", list(allocator.ALLOCATORS),
                   "Memory allocator of the measuring process, as for the search "
                   "command (auto: jemalloc, else tcmalloc, where installed).")
 flags.DEFINE_string("output_json", None, "Write the result to this JSON file.")
@@ -98,7 +100,7 @@ def measure():
     import numpy as np
     import tensorflow as tf
 
-    from dropnas_tf import allocator, distribute, precision, run_utils
+    from dropnas_tf import distribute, precision, run_utils
 
     distribute.split_cpu(FLAGS.cpu_replicas if FLAGS.strategy == "mirrored" else 1)
     if FLAGS.step == "input":
@@ -257,8 +259,6 @@ def main(argv):
         return
     command = [sys.executable, os.path.abspath(__file__), "--single"] + [
         arg for arg in sys.argv[1:] if not arg.startswith(("--record", "--output_json"))]
-    from dropnas_tf import allocator
-
     try:
         env = allocator.preload_environment(FLAGS.allocator) or dict(os.environ)
     except ValueError as error:
