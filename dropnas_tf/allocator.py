@@ -20,6 +20,8 @@ _LIBRARIES = {
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
     "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc_minimal.so.4", "libtcmalloc.so"),
 }
+# Debian and Ubuntu packages of the libraries.
+_PACKAGES = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
 # Set in the started command, so that it does not start itself again.
 _MARKER = "DROPNAS_ALLOCATOR"
 
@@ -80,10 +82,10 @@ def preload_environment(choice, environ=None, dirs=None):
         if choice == "auto":
             return None
         raise ValueError(
-            f"--allocator={choice}: no {' or '.join(_LIBRARIES[choice])} in "
+            f"--allocator={choice}: {' or '.join(_LIBRARIES[choice])} not found in "
             f"{', '.join(dirs or library_dirs())}. Install it (Debian and Ubuntu: "
-            f"apt install {'libjemalloc2' if choice == 'jemalloc' else 'libtcmalloc-minimal4'}), "
-            "or use --allocator=auto or --allocator=system.")
+            f"apt install {_PACKAGES[choice]}), or use --allocator=auto or "
+            "--allocator=system.")
     environ["LD_PRELOAD"] = ":".join(filter(None, (path, environ.get("LD_PRELOAD"))))
     environ[_MARKER] = name
     return environ
