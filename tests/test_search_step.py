@@ -71,7 +71,8 @@ def one_step():
         "alpha": [a.numpy() for a in network.alpha_variables],
         "weights": [v.numpy() for v in network.weight_variables],
     }
-    decay = [g.numpy() for g in step.partial_decay_gradients(masks)]
+    multipliers = step.decay_multipliers(masks).numpy()
+    decay = [c * w for c, w in zip(multipliers, before["weights"])]
     images = tf.random.normal((8, 16, 16, 3))
     labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7])
     outputs = step(images, labels)

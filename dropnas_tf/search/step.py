@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from dropnas_tf import distribute, optimizers, precision
@@ -111,6 +112,13 @@ class SearchStep:
             space, rate_param, rate_nonparam)
         self.membership = dropout.group_membership(space)
         self._participation = network.weight_participation()
+        # Index of each weight's mask entry in the flattened masks, or one past
+        # the end (an entry fixed at 1) for weights used at every step.
+        mask_shape = (2, network.num_edges, space.num_operations)
+        self._mask_index = [
+            int(np.prod(mask_shape)) if owner is None
+            else int(np.ravel_multi_index(owner, mask_shape))
+            for owner in self._participation]
         self._gradients = self._forward_backward
 
     def replica_function(self, strategy, warmup=False, jit_compile=False):
@@ -146,20 +154,18 @@ class SearchStep:
             self.config.seed, step, self.drop_probabilities, self.membership,
             self.network.num_edges)
 
-    def partial_decay_gradients(self, masks):
-        """Returns the L2 decay gradient of every weight, zero where dropped.
+    def decay_multipliers(self, masks):
+        """Returns float32 [num_weights]: the L2 coefficient of every weight.
 
         Weights of a candidate operation decay only when the mask keeps that
-        operation; all other weights decay at every step. One-level DARTS
-        decays every weight.
+        operation (coefficient `weight_decay`, else 0); all other weights decay
+        at every step. One-level DARTS decays every weight. The decay gradient
+        of weight v is its coefficient times v.
         """
-        gradients = []
-        for variable, owner in zip(self.network.weight_variables, self._participation):
-            gradient = self.config.weight_decay * variable
-            if owner is not None and self.config.method == "dropnas":
-                gradient = gradient * tf.cast(masks[owner], variable.dtype)
-            gradients.append(gradient)
-        return gradients
+        if self.config.method != "dropnas":
+            return tf.fill([len(self._participation)], self.config.weight_decay)
+        mask_entries = tf.concat([tf.reshape(masks, [-1]), [1.0]], axis=0)
+        return self.config.weight_decay * tf.gather(mask_entries, self._mask_index)
 
     def __call__(self, images, labels, warmup=False):
         """Runs one step in replica context.
@@ -228,14 +234,21 @@ class SearchStep:
         alphas = self.network.alpha_variables
         weight_gradients, alpha_gradients = gradients[:len(weights)], gradients[len(weights):]
 
-        weight_gradients, _ = tf.clip_by_global_norm(weight_gradients, self.config.grad_clip)
-        self.weight_optimizer.apply(weight_gradients, weights)
+        # Clipping scales a whole gradient, so it folds into the learning rate.
+        learning_rate = self.weight_learning_rate()
+        clip = _clip_scale(tf.linalg.global_norm(weight_gradients), self.config.grad_clip)
+        self.weight_optimizer.apply_with_rates(weight_gradients, weights, learning_rate * clip)
         if not warmup:
             self.alpha_optimizer.apply(alpha_gradients, alphas)
 
-        decay_gradients, _ = tf.clip_by_global_norm(
-            self.partial_decay_gradients(masks), self.config.grad_clip)
-        self.weight_optimizer.apply(decay_gradients, weights)
+        # The decay gradient c_v * v, clipped to the global norm, is v at the
+        # rate learning_rate * clip * c_v.
+        values = [tf.convert_to_tensor(v) for v in weights]
+        multipliers = self.decay_multipliers(masks)
+        squares = 2.0 * tf.stack([tf.nn.l2_loss(v) for v in values])
+        norm = tf.sqrt(tf.reduce_sum(tf.square(multipliers) * squares))
+        rates = learning_rate * _clip_scale(norm, self.config.grad_clip) * multipliers
+        self.weight_optimizer.apply_with_rates(values, weights, tf.unstack(rates))
         if not warmup:
             alpha_decay = [self.config.alpha_decay * tf.convert_to_tensor(a) for a in alphas]
             if self.config.method == "dropnas":
@@ -246,3 +259,9 @@ class SearchStep:
                 for index, alpha in enumerate(alphas):
                     alpha.assign(dropout.adjust_alpha(
                         alpha_before[index], tf.convert_to_tensor(alpha), masks[index]))
+
+
+def _clip_scale(norm, clip_norm):
+    # The factor of tf.clip_by_global_norm: 1 below clip_norm, else
+    # clip_norm / norm.
+    return clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
