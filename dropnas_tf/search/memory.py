@@ -2,13 +2,19 @@
 
 The supernet computes every kept candidate of every edge and keeps their
 intermediate tensors for the backward pass, so memory grows with
-batch x cells x channels x resolution^2. `estimate_search_bytes` counts those
-tensors from the network's shape and adds a fixed runtime share.
+batch x cells x channels x resolution^2. Each mixed edge also adds its
+`tf.cond` branches and their gradients to the traced and optimized graphs.
+`estimate_search_bytes` counts the activations from the network's shape and
+adds the graph per edge and a fixed runtime share.
 
-NOTE: the coefficients are an estimate, checked against two measurements on
-a 2-core x86 CPU with TensorFlow 2.21: the quick search (5 cells, C=8, batch
-64) peaked at 7.3 GiB (estimate 7.7 GiB), and tests/test_search_cli.py keeps
-a 3-cell search within a factor of two. Larger networks are unmeasured.
+NOTE: the coefficients are fitted to peak resident memory measured with
+`tools/benchmark.py` (default drop rates) on a 2-core x86 CPU with
+TensorFlow 2.21 and jemalloc: the quick search (5 cells, C=8, batch 64)
+5.82 GiB (estimate 5.3), 8 cells, C=16, batch 32: 8.12 GiB (estimate 8.4),
+14 cells, C=16, batch 96 with recomputed cells: 16.84 GiB (estimate 19.4).
+A 3-cell, 2-node search (C=4, batch 32) peaked at 0.69 GiB with jemalloc and
+1.50 GiB with glibc (estimates 1.3 and 1.6). Other shapes, devices and
+TensorFlow versions are unmeasured.
 """
 
 from dropnas_tf.search.network import reduction_indices
@@ -17,16 +23,20 @@ from dropnas_tf.search.network import reduction_indices
 # two separable convolutions (10 tensors each), two dilated ones (5 each), two
 # pools (2 each), plus the weighted sum and the cond outputs.
 TENSORS_PER_EDGE = 37.0
-# Multiplier for gradients and temporaries on top of the stored activations.
-BACKWARD_FACTOR = 2.0
-# Resident memory of TensorFlow, the traced graphs and the input pipeline.
-RUNTIME_BYTES = 2.5 * 2**30
+# Peak bytes per activation element of one image: the slope of peak memory
+# over batch size (8 cells, C=16, glibc: 1.41 GiB more at batch 32 than 16).
+BYTES_PER_ELEMENT = 2.55
+# One mixed edge's tf.cond branches and gradients, with the tensors that the
+# conds keep for the backward pass beyond the activations counted above.
+GRAPH_BYTES_PER_EDGE = 0.045 * 2**30
+# TensorFlow and Keras after import, the rest of the graph, the input pipeline.
+RUNTIME_BYTES = 0.5 * 2**30
 BYTES_PER_FLOAT = 4
-
-
-# Peak memory with recomputed cells, as a share of the peak without: 0.83
-# (8 cells, C=16, batch 32) and 0.79 (4 cells, C=16, batch 128) measured.
-RECOMPUTE_SHARE = 0.85
+# Share of the activation memory left with recomputed cells, without dropout:
+# measured 0.64 (8 cells, C=16, batch 32) and 0.40 (14 cells, C=16, batch 96).
+RECOMPUTE_SHARE = 0.65
+# glibc's malloc peaked 15 to 27% above jemalloc on the same searches.
+SYSTEM_MALLOC_FACTOR = 1.25
 
 
 def activation_elements(num_cells, channels, num_nodes, image_size, stem_multiplier=3):
@@ -50,7 +60,8 @@ def activation_elements(num_cells, channels, num_nodes, image_size, stem_multipl
 
 
 def estimate_search_bytes(num_cells, channels, num_nodes, batch_size, image_size,
-                          num_weights, stem_multiplier=3, recompute_cells=False):
+                          num_weights, stem_multiplier=3, recompute_cells=False,
+                          system_malloc=False):
     """Returns the estimated peak memory of a search step, in bytes.
 
     Args:
@@ -60,10 +71,16 @@ def estimate_search_bytes(num_cells, channels, num_nodes, batch_size, image_size
       num_weights: trainable weights (for weights, gradients and optimizer
         slots).
       recompute_cells: whether each cell runs again in the backward pass.
+      system_malloc: whether the process runs on glibc's malloc rather than
+        jemalloc or tcmalloc.
     """
     activations = activation_elements(num_cells, channels, num_nodes, image_size,
                                       stem_multiplier)
-    activation_bytes = activations * batch_size * BYTES_PER_FLOAT * BACKWARD_FACTOR
+    activation_bytes = activations * batch_size * BYTES_PER_ELEMENT
+    if recompute_cells:
+        activation_bytes *= RECOMPUTE_SHARE
+    num_edges = num_cells * sum(2 + j for j in range(num_nodes))
     weight_bytes = num_weights * BYTES_PER_FLOAT * 4
-    total = RUNTIME_BYTES + activation_bytes + weight_bytes
-    return total * RECOMPUTE_SHARE if recompute_cells else total
+    total = (RUNTIME_BYTES + num_edges * GRAPH_BYTES_PER_EDGE + activation_bytes
+             + weight_bytes)
+    return total * SYSTEM_MALLOC_FACTOR if system_malloc else total

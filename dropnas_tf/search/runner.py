@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dropnas_tf import allocator
 from dropnas_tf import data
 from dropnas_tf import distribute
 from dropnas_tf import errors
@@ -170,7 +171,8 @@ def _check_memory(config, network, image_shape, replicas):
         config.layers, config.init_channels, config.nodes,
         config.batch_size // replicas, image_shape[0],
         sum(int(np.prod(v.shape)) for v in network.weight_variables),
-        config.stem_multiplier, config.recompute_cells)
+        config.stem_multiplier, config.recompute_cells,
+        system_malloc=allocator.current() == "system")
     available = run_utils.available_memory_bytes()
     logging.info("Estimated memory need: %.1f GiB per replica (%s GiB available on "
                  "the host).", estimate / run_utils.GIB,
