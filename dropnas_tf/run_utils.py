@@ -95,7 +95,20 @@ class PreemptionGuard:
 
 
 def peak_rss_bytes():
-    """Returns the peak resident memory of this process (Linux: ru_maxrss in KiB)."""
+    """Returns the peak resident memory of this program since it started.
+
+    Reads VmHWM from /proc/self/status, which starts afresh at every exec.
+    `ru_maxrss`, the fallback where /proc is missing, also counts the parent's
+    memory at fork and the process before an allocator restart, so a search
+    started from a large test process reported that process's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -12,8 +12,8 @@ NOTE: the coefficients are fitted to peak resident memory measured with
 TensorFlow 2.21 and jemalloc: the quick search (5 cells, C=8, batch 64)
 5.82 GiB (estimate 5.3), 8 cells, C=16, batch 32: 8.12 GiB (estimate 8.4),
 14 cells, C=16, batch 96 with recomputed cells: 16.84 GiB (estimate 19.4).
-A 3-cell, 2-node search (C=4, batch 32) peaked at 0.69 GiB with jemalloc and
-1.50 GiB with glibc (estimates 1.3 and 1.6). Other shapes, devices and
+A 3-cell, 2-node search (C=4, batch 32) peaked at 1.50 GiB with jemalloc and
+with glibc (estimates 1.3 and 1.6). Other shapes, devices and
 TensorFlow versions are unmeasured.
 """
 
