@@ -69,8 +69,9 @@ def _tf_variable(variable):
 
 
 def _momentum_step(variable, gradient, accumulator, rate, momentum, nesterov):
-    # accumulator = momentum * accumulator - rate * gradient;
-    # variable += accumulator, as in keras.optimizers.SGD.
+    # keras.optimizers.SGD's update: accumulator = momentum * accumulator -
+    # rate * gradient, then variable += accumulator. Without momentum,
+    # variable -= rate * gradient.
     dtype = variable.dtype
     if accumulator is None:
         tf.raw_ops.ResourceApplyGradientDescent(

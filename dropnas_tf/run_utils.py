@@ -94,31 +94,33 @@ class PreemptionGuard:
         return False
 
 
+def _proc_kib_field(path, field):
+    # Returns a "Name:  123 kB" field of a /proc file in bytes, or None.
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def peak_rss_bytes():
     """Returns the peak resident memory of this program since it started.
 
     Reads VmHWM from /proc/self/status, which starts afresh at every exec.
     `ru_maxrss`, the fallback where /proc is missing, also counts the parent's
-    memory at fork and the process before an allocator restart, so a search
-    started from a large test process reported that process's peak.
+    memory at fork and the process before an allocator restart. A search
+    started from a large test process therefore reported that process's peak.
     """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _proc_kib_field("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def available_memory_bytes():
     """Returns MemAvailable from /proc/meminfo, or None where it is missing."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
+    return _proc_kib_field("/proc/meminfo", "MemAvailable")
     return None

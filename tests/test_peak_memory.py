@@ -19,6 +19,6 @@ def test_child_peak_excludes_parent():
     result = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True)
     peak, inherited = (int(value) for value in result.stdout.split())
-    # ru_maxrss carries the parent's 1 GiB over the fork; VmHWM does not.
+    # ru_maxrss carries the parent's 1 GiB over the fork, but VmHWM does not.
     assert inherited > len(parent_block)
     assert peak < inherited - len(parent_block) // 2

@@ -111,14 +111,13 @@ class SearchStep:
         self.drop_probabilities = dropout.operation_drop_probabilities(
             space, rate_param, rate_nonparam)
         self.membership = dropout.group_membership(space)
-        self._participation = network.weight_participation()
         # Index of each weight's mask entry in the flattened masks, or one past
         # the end (an entry fixed at 1) for weights used at every step.
         mask_shape = (2, network.num_edges, space.num_operations)
         self._mask_index = [
             int(np.prod(mask_shape)) if owner is None
             else int(np.ravel_multi_index(owner, mask_shape))
-            for owner in self._participation]
+            for owner in network.weight_participation()]
         self._gradients = self._forward_backward
 
     def replica_function(self, strategy, warmup=False, jit_compile=False):
@@ -163,7 +162,7 @@ class SearchStep:
         of weight v is its coefficient times v.
         """
         if self.config.method != "dropnas":
-            return tf.fill([len(self._participation)], self.config.weight_decay)
+            return tf.fill([len(self._mask_index)], self.config.weight_decay)
         mask_entries = tf.concat([tf.reshape(masks, [-1]), [1.0]], axis=0)
         return self.config.weight_decay * tf.gather(mask_entries, self._mask_index)
 
